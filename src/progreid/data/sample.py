@@ -1,0 +1,75 @@
+"""The dataset record every reader returns: three lists of (image path, person id, camera id)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is not what its reader expects; the message names the file or folder."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: its path, person identity and camera (0-based camera index)."""
+
+    path: Path
+    pid: int
+    camid: int
+
+
+@dataclass
+class ReIDDataset:
+    """Train, query and gallery splits of one benchmark.
+
+    ``train`` identities are relabelled 0..N-1 (see :func:`relabel`); query and gallery keep the
+    original identities so that evaluation compares them directly. ``multi_query`` holds the
+    extra query images of the Market-1501 multi-query protocol (its ``gt_bbox`` folder), if any.
+    """
+
+    name: str
+    train: list[Sample]
+    query: list[Sample]
+    gallery: list[Sample]
+    multi_query: list[Sample] = field(default_factory=list)
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({s.pid for s in self.train})
+
+    def summary(self) -> list[tuple[str, int, int, int]]:
+        """Rows (split, identities, images, cameras) as in PLA Table 1."""
+        rows = []
+        for split, samples in (("train", self.train), ("query", self.query),
+                               ("gallery", self.gallery)):
+            rows.append((split, len({s.pid for s in samples}), len(samples),
+                         len({s.camid for s in samples})))
+        return rows
+
+
+def relabel(samples: Iterable[Sample]) -> list[Sample]:
+    """Map the identities of ``samples`` to 0..N-1 in order of sorted original id."""
+    samples = list(samples)
+    mapping = {pid: i for i, pid in enumerate(sorted({s.pid for s in samples}))}
+    return [Sample(s.path, mapping[s.pid], s.camid) for s in samples]
+
+
+def check_split(name: str, samples: Sequence[Sample], where: Path | str) -> None:
+    """Fail with a clear message when a split is empty."""
+    if not samples:
+        raise DatasetError(f"{name} split is empty: no images found in {where}")
+
+
+def check_query_in_gallery(query: Sequence[Sample], gallery: Sequence[Sample],
+                           where: Path | str) -> None:
+    """Every query identity must appear in the gallery, else evaluation is meaningless."""
+    gallery_pids = {s.pid for s in gallery}
+    missing = sorted({s.pid for s in query} - gallery_pids)
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:10])
+        raise DatasetError(
+            f"{len(missing)} query identities have no gallery image in {where} "
+            f"(e.g. {shown}); every query identity must appear in the gallery"
+        )

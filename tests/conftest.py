@@ -1,0 +1,26 @@
+"""Shared fixtures: paths to the real data beside the checkout (skipped with a reason if absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CUHK01 = SHARED / "data" / "cuhk01"
+CUHK03_PROTOCOL = SHARED / "data" / "cuhk03_protocol"
+
+
+@pytest.fixture
+def cuhk01_root() -> Path:
+    if not (CUHK01 / "campus").is_dir():
+        pytest.skip(f"real CUHK01 images not found at {CUHK01} (../shared is absent)")
+    return CUHK01
+
+
+@pytest.fixture
+def cuhk03_protocol_dir() -> Path:
+    if not (CUHK03_PROTOCOL / "cuhk03_new_protocol_config_detected.mat").is_file():
+        pytest.skip(f"real CUHK03 split files not found at {CUHK03_PROTOCOL} (../shared is absent)")
+    return CUHK03_PROTOCOL
