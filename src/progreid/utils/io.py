@@ -1,4 +1,4 @@
-"""Atomic writes: everything lands under a temp name and is renamed, so a crash leaves no half file."""
+"""Atomic writes: output lands under a temp name and is renamed, so a crash leaves no half file."""
 
 from __future__ import annotations
 

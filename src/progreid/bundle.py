@@ -1,0 +1,71 @@
+"""The deployable model of a run (``model.pt``): config, weights and optional PCA projection."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from progreid.config import Config, config_from_dict, config_to_dict
+from progreid.models import build_model
+from progreid.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+BUNDLE_NAME = "model.pt"
+
+
+@dataclass
+class Projection:
+    """PCA post-processing (PLA Sec. 4.2): ``(x - mean) @ components.T``."""
+
+    mean: torch.Tensor
+    components: torch.Tensor
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        mean = self.mean.to(features.device, features.dtype)
+        return (features - mean) @ self.components.to(features.device, features.dtype).T
+
+
+@dataclass
+class Bundle:
+    model: nn.Module
+    config: Config
+    num_classes: int
+    projection: Projection | None = None
+
+
+def save_bundle(path: str | Path, cfg: Config, model: nn.Module, num_classes: int,
+                projection: Projection | None = None) -> None:
+    payload = {"format": "progreid-bundle-1", "config": config_to_dict(cfg),
+               "num_classes": num_classes,
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if projection is not None:
+        payload["pca"] = {"mean": projection.mean.cpu(), "components": projection.components.cpu()}
+    save_checkpoint(path, payload)
+
+
+def resolve_bundle_path(path: str | Path) -> Path:
+    """A run folder means its ``model.pt``; a file is taken as it is."""
+    path = Path(path)
+    return path / BUNDLE_NAME if path.is_dir() else path
+
+
+def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
+    """Rebuild the model of a run folder or ``model.pt`` in eval mode on ``device``."""
+    path = resolve_bundle_path(path)
+    payload = load_checkpoint(path)
+    if payload.get("format") != "progreid-bundle-1":
+        raise CheckpointError(f"{path} is not a progreid model bundle (no 'format' marker); "
+                              "pass a run folder or its model.pt")
+    cfg = config_from_dict(payload["config"], source=str(path))
+    model = build_model(num_classes=payload["num_classes"], **asdict(cfg.model))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the configured model "
+                              f"({cfg.model.name}/{cfg.model.backbone}): {exc}") from exc
+    projection = None
+    if "pca" in payload:
+        projection = Projection(payload["pca"]["mean"], payload["pca"]["components"])
+    return Bundle(model.to(device).eval(), cfg, payload["num_classes"], projection)

@@ -1,0 +1,42 @@
+"""`progreid evaluate RUN_DIR_OR_MODEL [--dataset NAME --root DIR] [--set eval.key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from progreid.commands.common import parse_options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("evaluate", help="evaluate a trained model (CMC, mAP, mINP)")
+    parser.add_argument("model", help="run folder or its model.pt")
+    parser.add_argument("--dataset", help="dataset name (default: the one the run trained on)")
+    parser.add_argument("--root", help="dataset folder")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="dataset reader option, e.g. variant=labeled")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override eval settings, e.g. eval.rerank=true")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from progreid.bundle import load_bundle, resolve_bundle_path
+    from progreid.config import override_config
+    from progreid.data import build_dataset
+    from progreid.evaluation.pipeline import evaluate_model
+    from progreid.training.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    bundle = load_bundle(args.model, device)
+    cfg = override_config(bundle.config, args.overrides, source="--set")
+    name = args.dataset or cfg.data.dataset
+    root = args.root or cfg.data.root
+    options = parse_options(args.option) if (args.option or args.dataset) else cfg.data.options
+    dataset = build_dataset(name, root, **options)
+    metrics = evaluate_model(bundle.model, dataset, cfg.eval, cfg.data.height, cfg.data.width,
+                             device, cfg.data.workers, bundle.projection)
+    print(json.dumps({"model": str(resolve_bundle_path(args.model)), "dataset": name,
+                      **metrics}, indent=2))
+    return 0

@@ -1,0 +1,30 @@
+"""`progreid train CONFIG.yaml [--set key=value ...] [--resume]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from progreid.config import load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("train", help="train a model from a YAML recipe")
+    parser.add_argument("config", help="YAML recipe (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value, e.g. optim.lr=1e-4")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in train.output_dir from its last checkpoint")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from progreid.training.distributed import distributed_context
+    from progreid.training.run import train
+
+    cfg = load_config(args.config, args.overrides)
+    with distributed_context(cfg) as (rank, world_size):
+        metrics = train(cfg, resume=args.resume, rank=rank, world_size=world_size)
+        if rank == 0:
+            print(json.dumps({"run": cfg.train.output_dir, **metrics}, indent=2))
+    return 0

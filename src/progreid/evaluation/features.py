@@ -1,0 +1,67 @@
+"""Feature extraction with test-time augmentation (flip, or PLA's 10 crops)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from progreid.data.loading import build_eval_loader
+from progreid.data.sample import Sample
+from progreid.data.transforms import flip, normalize, ten_crop
+
+
+@dataclass
+class Features:
+    """Embeddings of a list of samples with their identities and cameras."""
+
+    features: torch.Tensor
+    pids: np.ndarray
+    camids: np.ndarray
+
+
+@torch.no_grad()
+def embed_batch(model: nn.Module, images_uint8: torch.Tensor, flip_tta: bool = True,
+                ten_crop_tta: bool = False, enlarge: float = 1.125) -> torch.Tensor:
+    """Embeddings of one uint8 batch, averaged over the test-time views.
+
+    ``ten_crop_tta`` follows PLA Sec. 4.2: the four corners and the centre of the image enlarged by
+    ``enlarge``, and their mirrors. Otherwise ``flip_tta`` averages with the mirrored image.
+    """
+    if ten_crop_tta:
+        views = ten_crop(images_uint8, enlarge)
+    elif flip_tta:
+        views = [images_uint8, flip(images_uint8)]
+    else:
+        views = [images_uint8]
+    total = None
+    for view in views:
+        feats = model(normalize(view)).float()
+        total = feats if total is None else total + feats
+    return total / len(views)
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, samples: Sequence[Sample], height: int, width: int,
+                     device: torch.device | str = "cpu", batch_size: int = 128,
+                     workers: int = 0, flip_tta: bool = True, ten_crop_tta: bool = False,
+                     channels_last: bool = False) -> Features:
+    """Embed ``samples`` with ``model`` in eval mode; features stay on ``device``."""
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    chunks = []
+    loader = build_eval_loader(samples, height, width, batch_size, workers)
+    for images, *_ in loader:
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        chunks.append(embed_batch(model, images, flip_tta, ten_crop_tta))
+    model.train(was_training)
+    features = torch.cat(chunks) if chunks else torch.empty(0, 0, device=device)
+    return Features(features,
+                    np.array([s.pid for s in samples], dtype=np.int64),
+                    np.array([s.camid for s in samples], dtype=np.int64))

@@ -1,0 +1,51 @@
+"""Evaluate a model on a dataset's query/gallery split as an :class:`EvalConfig` describes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from progreid.config import EvalConfig
+from progreid.data.sample import ReIDDataset
+from progreid.evaluation.features import Features, extract_features
+from progreid.evaluation.ranking import RankingResult, evaluate, evaluate_features
+from progreid.evaluation.rerank import re_rank_features
+
+Projector = Callable[[torch.Tensor], torch.Tensor]
+
+
+def summarize(result: RankingResult) -> dict[str, float]:
+    """Rank-1/5/10/20, mAP and mINP as percentages, plus the number of valid queries."""
+    summary = {f"rank{r}": 100.0 * float(result.cmc[r - 1]) for r in (1, 5, 10, 20)
+               if r <= len(result.cmc)}
+    summary.update(mAP=100.0 * float(result.mAP), mINP=100.0 * float(result.mINP),
+                   num_valid=int(result.num_valid))
+    return summary
+
+
+def rank_features(query: Features, gallery: Features, cfg: EvalConfig) -> RankingResult:
+    """Rank gallery features for each query feature (optionally k-reciprocal re-ranked)."""
+    if cfg.rerank:
+        distmat = re_rank_features(query.features, gallery.features, k1=cfg.k1, k2=cfg.k2,
+                                   lambda_value=cfg.lambda_value)
+        return evaluate(distmat, query.pids, gallery.pids, query.camids, gallery.camids)
+    return evaluate_features(query.features, gallery.features, query.pids, gallery.pids,
+                             query.camids, gallery.camids, metric=cfg.metric)
+
+
+def evaluate_model(model: nn.Module, dataset: ReIDDataset, cfg: EvalConfig, height: int,
+                   width: int, device: torch.device | str = "cpu", workers: int = 0,
+                   projector: Projector | None = None) -> dict[str, float]:
+    """Extract query and gallery features with the configured test-time augmentation,
+    project them (PCA) if given, rank and return the summary metrics in percent."""
+    def embed(samples):
+        feats = extract_features(model, samples, height, width, device, cfg.batch_size,
+                                 workers, flip_tta=cfg.flip, ten_crop_tta=cfg.ten_crop)
+        if projector is not None:
+            feats.features = projector(feats.features)
+        return feats
+
+    query, gallery = embed(dataset.query), embed(dataset.gallery)
+    return summarize(rank_features(query, gallery, cfg))

@@ -1,0 +1,241 @@
+"""The training loop: one object that owns model, optimiser, sampler and RNG state.
+
+It is deliberately open for the progressive drivers: :meth:`Trainer.train_epoch` runs one epoch
+with a given :class:`Objective` and returns the mean losses; :meth:`Trainer.snapshot` and
+:meth:`Trainer.restore` copy the complete training state in memory (PLA's exploration), and
+:meth:`Trainer.save_checkpoint` / :meth:`Trainer.load_checkpoint` persist it (``--resume``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from progreid.config import Config
+from progreid.data import ReIDDataset
+from progreid.data.loading import build_train_loader
+from progreid.data.sampler import PKSampler
+from progreid.data.transforms import BatchAugment
+from progreid.models import build_model
+from progreid.training.objective import Objective
+from progreid.training.schedules import adam_beta1, learning_rate
+from progreid.utils.checkpoint import load_checkpoint, save_checkpoint
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+@dataclass
+class EpochStats:
+    """Mean of each loss term over one epoch, with its duration and image count."""
+
+    epoch: int
+    terms: dict[str, float]
+    lr: float
+    seconds: float
+    images: int
+
+    @property
+    def loss(self) -> float:
+        return self.terms["loss"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device = 'cuda' but no CUDA device is available; "
+                           "use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    """Adam (PLA, TRC) or SGD over all trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = cfg.optim
+    if opt.name == "adam":
+        fused = opt.fused if opt.fused is not None else device.type == "cuda"
+        return torch.optim.Adam(params, lr=opt.lr, betas=opt.betas, eps=opt.eps,
+                                weight_decay=opt.weight_decay, fused=fused or None)
+    return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum,
+                           weight_decay=opt.weight_decay, nesterov=opt.momentum > 0)
+
+
+class Trainer:
+    """Trains a ReID model on the training split of ``dataset`` as ``cfg`` describes."""
+
+    def __init__(self, cfg: Config, dataset: ReIDDataset, run_dir: str | Path,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.cfg = cfg
+        self.dataset = dataset
+        self.run_dir = Path(run_dir)
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        self.device = resolve_device(cfg.train.device)
+        cuda = self.device.type == "cuda"
+        self.amp = cfg.train.amp if cfg.train.amp is not None else cuda
+        self.channels_last = (cfg.train.channels_last if cfg.train.channels_last is not None
+                              else cuda)
+        seed_everything(cfg.train.seed)
+        self.model = build_model(num_classes=dataset.num_train_pids, **asdict(cfg.model))
+        self.model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, cfg, self.device)
+        self.sampler = PKSampler([s.pid for s in dataset.train], cfg.data.p, cfg.data.k,
+                                 num_batches=cfg.data.batches_per_epoch, seed=cfg.train.seed,
+                                 rank=rank, world_size=world_size)
+        self.loader = build_train_loader(dataset.train, cfg.data.height, cfg.data.width,
+                                         self.sampler, cfg.data.workers)
+        self.augment = BatchAugment(enlarge=cfg.data.enlarge, flip_p=cfg.data.flip_p,
+                                    erase_p=cfg.data.erase_p)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(cfg.train.seed + 1000 * rank)
+        self.forward_model: nn.Module = (torch.compile(self.model) if cfg.train.compile
+                                         else self.model)
+        self.epoch = 0
+
+    # ------------------------------------------------------------------ one epoch
+    def apply_schedule(self) -> float:
+        """Set learning rate (and Adam beta1) for the epoch about to run; return the rate."""
+        lr = learning_rate(self.epoch, self.cfg.optim.lr, self.cfg.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if "betas" in group:
+                beta1 = adam_beta1(self.epoch, self.cfg.optim.betas[0], self.cfg.schedule)
+                group["betas"] = (beta1, group["betas"][1])
+        return lr
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Augmented float images and labels of one epoch, on the training device."""
+        self.sampler.set_epoch(self.epoch)
+        for images, pids, *_ in self.loader:
+            images = images.to(self.device, non_blocking=True)
+            pids = pids.to(self.device, non_blocking=True)
+            images = self.augment(images, self.generator)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, pids
+
+    def train_epoch(self, objective: Objective) -> EpochStats:
+        """Run one epoch over the PK sampler with ``objective``; return mean loss terms."""
+        self.model.train()
+        lr = self.apply_schedule()
+        start = time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        steps = images_seen = 0
+        bar = tqdm(total=len(self.sampler), desc=f"epoch {self.epoch + 1}", leave=False,
+                   disable=not (self.cfg.train.progress and self.is_main))
+        for images, pids in self.batches():
+            with self.autocast():
+                output = self.forward_model(images)
+            loss, terms = objective(output, pids)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value
+            steps += 1
+            images_seen += images.shape[0]
+            bar.update()
+        bar.close()
+        means = {name: float(total) / max(steps, 1) for name, total in sums.items()}
+        if not all(np.isfinite(v) for v in means.values()):
+            raise NonFiniteLossError(
+                f"loss became {means.get('loss')} in epoch {self.epoch + 1} (terms {means}); "
+                "training stopped and the last checkpoint was kept. Lower optim.lr or check "
+                "the data.")
+        self.epoch += 1
+        return EpochStats(self.epoch, means, lr, time.perf_counter() - start,
+                          images_seen * self.world_size)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit: weights, optimiser, sampler, RNGs."""
+        np_state = np.random.get_state()
+        state = {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                          *np_state[2:]],
+                "python": random.getstate(),
+                "augment": self.generator.get_state(),
+            },
+        }
+        if torch.cuda.is_available():
+            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+        random.setstate(_as_tuple(rng["python"]))
+        self.generator.set_state(rng["augment"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def snapshot(self) -> dict[str, Any]:
+        """An in-memory deep copy of the full training state (PLA Algorithm 1 exploration)."""
+        return copy.deepcopy(self.state_dict())
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Return to a :meth:`snapshot` exactly: weights, optimiser moments, sampler and RNGs."""
+        self.load_state_dict(copy.deepcopy(snapshot))
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    def save_checkpoint(self, extra: dict[str, Any] | None = None,
+                        path: Path | None = None) -> None:
+        """Write the training state atomically (rank 0 only); ``extra`` holds driver progress."""
+        if self.is_main:
+            save_checkpoint(path or self.checkpoint_path,
+                            {"trainer": self.state_dict(), "extra": extra or {}})
+
+    def load_checkpoint(self, path: Path | None = None) -> dict[str, Any]:
+        """Restore from a checkpoint; return the driver's ``extra`` progress record."""
+        payload = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
+        self.load_state_dict(payload["trainer"])
+        return payload.get("extra", {})
+
+
+def _as_tuple(value: Any) -> Any:
+    """Python's RNG state is nested tuples; be safe if a round trip made them lists."""
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuple(v) for v in value)
+    return value
