@@ -1,0 +1,105 @@
+"""Config loading: overrides, validation errors naming the key, round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from progreid.config import (
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    override_config,
+    save_config,
+)
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_yaml_and_overrides_are_applied(tmp_path):
+    path = write(tmp_path, {"optim": {"lr": 0.01}, "data": {"p": 8}})
+    cfg = load_config(path, ["data.k=2", "model.embedding_dim=null", "optim.betas=[0.5, 0.9]"])
+    assert cfg.optim.lr == 0.01 and cfg.data.p == 8 and cfg.data.k == 2
+    assert cfg.model.embedding_dim is None and cfg.optim.betas == (0.5, 0.9)
+
+
+def test_int_is_accepted_for_float():
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    (["optim.lrr=1"], "unknown key 'optim.lrr'"),
+    (["nosuch.key=1"], "unknown key 'nosuch'"),
+    (["optim.lr=-0.1"], "optim.lr = -0.1 is out of range"),
+    (["optim.lr=0"], "must be greater than 0"),
+    (["data.p=two"], "data.p = 'two' has the wrong type; expected int"),
+    (["data.p=1.5"], "expected int"),
+    (["train.amp=yes please"], "train.amp"),
+    (["model.name=resnet"], "model.name = 'resnet' is not allowed"),
+    (["optim.betas=[0.9]"], "optim.betas"),
+    (["optim.betas=[0.9, 1.5]"], "each beta must be in [0, 1)"),
+    (["data.erase_p=1.5"], "data.erase_p = 1.5 is out of range; must be at most 1.0"),
+    (["schedule.milestones=[20, 10]"], "must be increasing"),
+    (["schedule.name=exponential", "schedule.e0=10", "schedule.e1=5"], "schedule.e1"),
+    (["pla.lambda_range=[2, 0]"], "pla.lambda_range"),
+    (["optim.lr"], "expected key=value"),
+    (["lr=1"], "section.name"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        load_config(None, override)
+    assert message in str(info.value)
+
+
+def test_errors_name_the_file(tmp_path):
+    path = write(tmp_path, {"data": {"height": "tall"}})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "data.height" in str(info.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listing)
+    section = tmp_path / "section.yaml"
+    section.write_text("data: 3\n")
+    with pytest.raises(ConfigError, match="data must be a mapping"):
+        load_config(section)
+
+
+def test_save_and_reload_round_trip(tmp_path):
+    cfg = load_config(None, ["optim.lr=0.002", "data.options={variant: labeled}"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_override_config_validates():
+    cfg = load_config(None)
+    assert override_config(cfg, ["eval.rerank=true"]).eval.rerank is True
+    with pytest.raises(ConfigError, match="eval.k1"):
+        override_config(cfg, ["eval.k1=0"])
+
+
+def test_shipped_recipes_are_valid():
+    root = Path(__file__).resolve().parents[1]
+    recipes = sorted((root / "configs").rglob("*.yaml")) + [
+        root / "src" / "progreid" / "recipes" / "demo.yaml"]
+    for recipe in recipes:
+        load_config(recipe)

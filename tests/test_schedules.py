@@ -1,0 +1,42 @@
+"""Learning-rate schedules against hand-computed values (PLA Eq. 10, TRC steps)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from progreid.config import ScheduleConfig
+from progreid.training.schedules import adam_beta1, exponential_decay_lr, learning_rate, step_lr
+
+
+def test_pla_eq10_hand_values():
+    a0 = 3e-4
+    assert exponential_decay_lr(0, a0, 150, 300) == a0
+    assert exponential_decay_lr(150, a0, 150, 300) == a0
+    # halfway between e0 and e1: a0 * 0.001 ** 0.5
+    assert exponential_decay_lr(225, a0, 150, 300) == pytest.approx(a0 * math.sqrt(0.001))
+    assert exponential_decay_lr(300, a0, 150, 300) == pytest.approx(3e-7)
+    assert exponential_decay_lr(151, a0, 150, 300) == pytest.approx(a0 * 0.001 ** (1 / 150))
+    assert exponential_decay_lr(1000, a0, 150, 300) == pytest.approx(3e-7)
+
+
+def test_trc_steps():
+    milestones = [500, 1000]
+    assert step_lr(0, 1.5e-4, milestones, 0.1) == 1.5e-4
+    assert step_lr(499, 1.5e-4, milestones, 0.1) == 1.5e-4
+    assert step_lr(500, 1.5e-4, milestones, 0.1) == pytest.approx(1.5e-5)
+    assert step_lr(1200, 1.5e-4, milestones, 0.1) == pytest.approx(1.5e-6)
+
+
+def test_warmup_then_schedule():
+    cfg = ScheduleConfig(name="constant", warmup_epochs=4, warmup_factor=0.2)
+    rates = [learning_rate(e, 1.0, cfg) for e in range(6)]
+    assert rates == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+
+
+def test_beta1_switch():
+    cfg = ScheduleConfig(beta1_switch_epoch=150, beta1_after=0.5)
+    assert adam_beta1(149, 0.9, cfg) == 0.9
+    assert adam_beta1(150, 0.9, cfg) == 0.5
+    assert adam_beta1(10_000, 0.9, ScheduleConfig()) == 0.9
