@@ -55,10 +55,11 @@ class ModelConfig:
     backbone: Literal["resnet18", "resnet34", "resnet50"] = _spec("resnet50")
     width: float = _spec(1.0, min=0.0, exclusive_min=True, help="channel width multiplier")
     last_stride: int = _spec(1, min=1, max=2)
-    pooling: Literal["avg", "max"] = _spec("avg")
+    pooling: Literal["avg", "max"] | None = _spec(
+        None, help="global pooling; default: avg for baseline, max for pla/mgn (PLA 3.1)")
     embedding_dim: int | None = _spec(None, min=1)
     pretrained: str | None = _spec(None, help="path to a torchvision .pth, or 'imagenet'")
-    bnneck: bool = _spec(True)
+    bnneck: bool | None = _spec(None, help="BN neck; default: on for baseline, off for pla/mgn")
 
 
 @dataclass

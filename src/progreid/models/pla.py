@@ -1,0 +1,54 @@
+"""The PLA network: ResNet, global max pooling, a cross-entropy head and a triplet head."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from progreid.models.baseline import NeckClassifier, pool_stripes
+from progreid.models.output import ModelOutput
+from progreid.models.resnet import ResNet
+
+
+class PLANet(nn.Module):
+    """PLA Sec. 3.1 (Fig. 2) and its Sec. 4.3 ablation variants.
+
+    The globally pooled backbone feature feeds 1x1 convolutions: the CE head (``head_dim``,
+    1024 in the paper) goes to a classifier, the triplet head (``head_dim``) to the metric loss,
+    and the test embedding is their concatenation ``[ce, triplet]`` (2048-d). With only one head
+    (``ce`` or ``triplet`` False) that head is ``2 * head_dim`` wide, so all variants give an
+    embedding of the same size. ``bnneck`` puts a BNNeck between the CE head and its classifier
+    (not in the paper); the embedding then takes the normalised CE feature.
+    """
+
+    def __init__(self, backbone: ResNet, num_classes: int, ce: bool = True, triplet: bool = True,
+                 head_dim: int = 1024, pooling: str = "max", bnneck: bool = False) -> None:
+        super().__init__()
+        if not (ce or triplet):
+            raise ValueError("PLANet needs at least one head (ce or triplet)")
+        self.backbone = backbone
+        self.pooling = pooling
+        dim = head_dim if ce and triplet else 2 * head_dim
+        channels = backbone.out_channels
+        self.ce_head = nn.Conv2d(channels, dim, 1) if ce else None
+        self.ce_classifier = NeckClassifier(dim, num_classes, bnneck) if ce else None
+        self.triplet_head = nn.Conv2d(channels, dim, 1) if triplet else None
+        self.embedding_dim = dim * (int(ce) + int(triplet))
+
+    def forward(self, x: Tensor) -> ModelOutput | Tensor:
+        pooled = pool_stripes(self.backbone(x), self.pooling)
+        parts: list[Tensor] = []
+        logits: list[Tensor] = []
+        metric: list[Tensor] = []
+        if self.ce_head is not None and self.ce_classifier is not None:
+            ce = self.ce_classifier.neck(self.ce_head(pooled).flatten(1))
+            parts.append(ce)
+            if self.training:
+                logits.append(self.ce_classifier.classifier(ce))
+        if self.triplet_head is not None:
+            metric.append(self.triplet_head(pooled).flatten(1))
+            parts.extend(metric)
+        embedding = torch.cat(parts, dim=1)
+        if not self.training:
+            return embedding
+        return ModelOutput(logits, metric, embedding)
