@@ -1,10 +1,15 @@
-"""The dataset record every reader returns: three lists of (image path, person id, camera id)."""
+"""The dataset record every reader returns: three lists of (image path, person id, camera id).
+
+Also the checks and folder helpers the readers share, so each rule lives in one place.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 class DatasetError(ValueError):
@@ -40,10 +45,15 @@ class ReIDDataset:
         return len({s.pid for s in self.train})
 
     def summary(self) -> list[tuple[str, int, int, int]]:
-        """Rows (split, identities, images, cameras) as in PLA Table 1."""
+        """Rows (split, identities, images, cameras) as in PLA Table 1.
+
+        A ``multi-query`` row follows when the dataset has multi-query images.
+        """
+        splits = [("train", self.train), ("query", self.query), ("gallery", self.gallery)]
+        if self.multi_query:
+            splits.append(("multi-query", self.multi_query))
         rows = []
-        for split, samples in (("train", self.train), ("query", self.query),
-                               ("gallery", self.gallery)):
+        for split, samples in splits:
             rows.append((split, len({s.pid for s in samples}), len(samples),
                          len({s.camid for s in samples})))
         return rows
@@ -73,3 +83,24 @@ def check_query_in_gallery(query: Sequence[Sample], gallery: Sequence[Sample],
             f"{len(missing)} query identities have no gallery image in {where} "
             f"(e.g. {shown}); every query identity must appear in the gallery"
         )
+
+
+def check_images_exist(samples: Sequence[Sample], where: Path | str) -> None:
+    """Every listed image must be a file; name the first missing ones."""
+    missing = [s.path for s in samples if not s.path.is_file()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:5])
+        raise DatasetError(f"{len(missing)} images listed by {where} do not exist (e.g. {shown})")
+
+
+def require_dir(folder: Path, what: str) -> Path:
+    """Return ``folder`` if it is a directory, else fail naming it and what it should hold."""
+    if not folder.is_dir():
+        raise DatasetError(f"missing folder {folder} ({what})")
+    return folder
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files of ``folder`` in sorted order; other files (Thumbs.db, notes) are ignored."""
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())

@@ -1,0 +1,56 @@
+"""Market-1501 and DukeMTMC-reID (same folder layout; the synthetic pedestrians use it too).
+
+Folders ``bounding_box_train`` (train), ``bounding_box_test`` (gallery), ``query`` and optional
+``gt_bbox`` (multi-query). Names ``PPPP_cCsS_FFFFFF_NN.jpg`` (Market) or ``PPPP_cC_fFFFFFFF.jpg``
+(Duke): identity ``-1`` (junk) is dropped, identity ``0`` (distractors) stays in the gallery, and
+cameras become 0-based. Any other image name is an error; non-image files are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from progreid.data.pattern import parse_images
+from progreid.data.sample import (
+    DatasetError,
+    ReIDDataset,
+    Sample,
+    check_query_in_gallery,
+    check_split,
+    relabel,
+    require_dir,
+)
+
+MARKET_NAME = re.compile(r"^(?P<pid>-?\d+)_c(?P<camid>\d+)(?:s\d+)?_[^/]+$")
+FOLDERS = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query"}
+MULTI_QUERY_FOLDER = "gt_bbox"
+
+
+def _read_split(folder: Path) -> list[Sample]:
+    """Samples of one Market-layout folder with 0-based cameras."""
+    samples = []
+    for s in parse_images(folder, MARKET_NAME):
+        if s.camid < 1:
+            raise DatasetError(f"image {s.path}: camera c{s.camid} is invalid; Market-layout "
+                               "cameras are numbered from c1")
+        samples.append(Sample(s.path, s.pid, s.camid - 1))
+    return samples
+
+
+def read_market(root: str | Path, name: str = "market1501") -> ReIDDataset:
+    """Read a dataset in the Market-1501 layout; ``multi_query`` holds the ``gt_bbox`` images of
+    the query identities (Market-1501 multi-query protocol), empty without that folder."""
+    root = require_dir(Path(root), f"{name} dataset folder")
+    splits = {}
+    for split, folder_name in FOLDERS.items():
+        folder = require_dir(root / folder_name, f"{split} images of {name}")
+        splits[split] = _read_split(folder)
+        check_split(split, splits[split], folder)
+    check_query_in_gallery(splits["query"], splits["gallery"], root)
+    multi_query: list[Sample] = []
+    if (root / MULTI_QUERY_FOLDER).is_dir():
+        query_pids = {s.pid for s in splits["query"]}
+        multi_query = [s for s in _read_split(root / MULTI_QUERY_FOLDER) if s.pid in query_pids]
+    return ReIDDataset(name, relabel(splits["train"]), splits["query"], splits["gallery"],
+                       multi_query)

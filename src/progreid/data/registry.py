@@ -1,0 +1,67 @@
+"""Dataset readers by name: ``build_dataset(name, root, **options)`` and a PLA Table 1 summary."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from progreid.data.cuhk01 import read_cuhk01
+from progreid.data.cuhk03 import read_cuhk03
+from progreid.data.market import read_market
+from progreid.data.msmt17 import read_msmt17
+from progreid.data.pattern import read_folder
+from progreid.data.sample import DatasetError, ReIDDataset
+
+Reader = Callable[..., ReIDDataset]
+
+
+def _market_layout(name: str) -> Reader:
+    def read(root: str | Path) -> ReIDDataset:
+        return read_market(root, name)
+
+    return read
+
+
+READERS: dict[str, Reader] = {
+    "market1501": _market_layout("market1501"),
+    "dukemtmc": _market_layout("dukemtmc"),
+    "cuhk03": read_cuhk03,
+    "cuhk01": read_cuhk01,
+    "msmt17": read_msmt17,
+    "folder": read_folder,
+    "synthetic": _market_layout("synthetic"),
+}
+DATASET_NAMES = tuple(READERS)
+
+
+def reader_options(name: str) -> dict[str, Any]:
+    """The options a reader takes, with their defaults."""
+    params = list(inspect.signature(READERS[name]).parameters.values())[1:]
+    return {p.name: p.default for p in params}
+
+
+def build_dataset(name: str, root: str | Path, **options: Any) -> ReIDDataset:
+    """Read dataset ``name`` from ``root``; unknown names and options are errors naming them."""
+    if name not in READERS:
+        raise DatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
+    allowed = reader_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        takes = (f"its options are {', '.join(allowed)}" if allowed else "it takes no options")
+        raise DatasetError(f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; "
+                           f"{takes}")
+    return READERS[name](root, **options)
+
+
+def datasets_table(dataset: ReIDDataset) -> str:
+    """A plain-text table like PLA Table 1: identities, images and cameras per split."""
+    header = (dataset.name, "identities", "images", "cameras")
+    rows = [(split, f"{ids:,}", f"{images:,}", f"{cams:,}")
+            for split, ids, images, cams in dataset.summary()]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+             for row in [header, *rows]]
+    return "\n".join(lines)
