@@ -10,7 +10,13 @@ from torch import nn
 
 from progreid.config import Config, config_from_dict, config_to_dict
 from progreid.models import build_model
-from progreid.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from progreid.utils.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    require_keys,
+    save_checkpoint,
+)
 
 BUNDLE_NAME = "model.pt"
 
@@ -58,13 +64,15 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     if payload.get("format") != "progreid-bundle-1":
         raise CheckpointError(f"{path} is not a progreid model bundle (no 'format' marker); "
                               "pass a run folder or its model.pt")
+    require_keys(payload, ("config", "num_classes", "state_dict"), path, "progreid model bundle")
     cfg = config_from_dict(payload["config"], source=str(path))
-    model = build_model(num_classes=payload["num_classes"], **asdict(cfg.model))
+    # The trained weights replace any initialisation: never fetch the pretrained ones again.
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the configured model "
-                              f"({cfg.model.name}/{cfg.model.backbone}): {exc}") from exc
+        model = build_model(num_classes=payload["num_classes"],
+                            **{**asdict(cfg.model), "pretrained": None})
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: cannot rebuild its model: {exc}") from exc
+    load_weights(model, payload["state_dict"], path)
     projection = None
     if "pca" in payload:
         projection = Projection(payload["pca"]["mean"], payload["pca"]["components"])

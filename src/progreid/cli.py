@@ -11,9 +11,11 @@ from progreid import __version__
 from progreid.commands import COMMANDS
 from progreid.config import ConfigError
 from progreid.data.sample import DatasetError
+from progreid.training.trainer import NonFiniteLossError
 from progreid.utils.checkpoint import CheckpointError
 
-USER_ERRORS = (ConfigError, DatasetError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DatasetError, CheckpointError, FileNotFoundError, NonFiniteLossError,
+               ImportError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -140,6 +140,11 @@ class PLAConfig:
     k_max: int | None = _spec(None, min=1, help="K of Algorithm 1; default data.k")
     p_max: int | None = _spec(None, min=1, help="P of Algorithm 1; default data.p")
     ei_samples: int = _spec(1000, min=1, help="sampled candidates scored by EI (Eq. 8)")
+    count_exploration: bool = _spec(False, help="charge exploration epochs to max_epochs too")
+    schedule_scope: Literal["round", "global"] = _spec(
+        "round", help="round: the lr schedule and beta1 switch restart at each round")
+    continue_from: Literal["best", "last"] = _spec(
+        "best", help="next round starts from the round's lowest-loss epoch, or its last")
 
 
 @dataclass
@@ -358,6 +363,27 @@ def check_consistency(cfg: Config, source: str = "<config>") -> None:
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"{source}: optim.betas = {list(cfg.optim.betas)}: each beta must "
                               "be in [0, 1)")
+    if cfg.loss.metric is not None:
+        _check_metric_batch(cfg, source)
+
+
+#: Identities a batch needs for a metric loss to have any term: positives and negatives, and for
+#: the quadruplet loss a pair of negatives of two other identities.
+_METRIC_MIN_P = {"quadruplet": 3}
+
+
+def _check_metric_batch(cfg: Config, source: str) -> None:
+    """A PK batch in which the metric loss has no positive or no negative trains nothing."""
+    min_p = _METRIC_MIN_P.get(cfg.loss.metric, 2)
+    fix = "or set loss.metric: null to train with cross-entropy only"
+    if cfg.data.k < 2:
+        raise ConfigError(f"{source}: data.k = {cfg.data.k}: the metric loss "
+                          f"{cfg.loss.metric!r} needs at least 2 images per identity in a batch "
+                          f"(positive pairs); set data.k >= 2 {fix}")
+    if cfg.data.p < min_p:
+        raise ConfigError(f"{source}: data.p = {cfg.data.p}: the metric loss "
+                          f"{cfg.loss.metric!r} needs at least {min_p} identities in a batch; "
+                          f"set data.p >= {min_p} {fix}")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

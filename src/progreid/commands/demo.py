@@ -27,20 +27,24 @@ def run(args: argparse.Namespace) -> int:
     from progreid.commands.report_table import metrics_table
     from progreid.config import load_config
     from progreid.data.synthetic import generate_pedestrians
+    from progreid.report.html import write_report
     from progreid.training.run import evaluate_untrained, train
+    from progreid.training.trainer import resolve_device
 
     run_dir = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     cfg = load_config(demo_config_path(), [f"data.root={args.data}",
                                            f"train.output_dir={run_dir}", *args.overrides])
     start = time.perf_counter()
-    print(f"[1/3] synthetic pedestrians -> {cfg.data.root}")
+    print(f"[1/4] synthetic pedestrians -> {cfg.data.root}")
     generate_pedestrians(cfg.data.root)
-    print("[2/3] evaluating the untrained network")
+    print("[2/4] evaluating the untrained network")
     before = evaluate_untrained(cfg)
-    print(f"[3/3] training {cfg.model.backbone} x{cfg.model.width} for {cfg.train.epochs} epochs "
+    print(f"[3/4] training {cfg.model.backbone} x{cfg.model.width} for {cfg.train.epochs} epochs "
           f"-> {run_dir}")
     after = train(cfg)
     print()
     print(metrics_table({"before training": before, "after training": after}))
     print(f"\nrun folder: {run_dir}   ({time.perf_counter() - start:.0f} s)")
+    print("[4/4] writing the HTML report")
+    print(f"report: {write_report(run_dir, device=resolve_device(cfg.train.device))}")
     return 0

@@ -301,9 +301,9 @@ def render_person(canvas: Image.Image, person: Person, view: str, cx: float, top
     facing = -1.0 if view == "left" else 1.0
     y_shoulder, y_waist, y_crotch = top + 0.17 * ph, top + 0.48 * ph, top + 0.55 * ph
     y_knee, y_ankle, y_hand = top + 0.76 * ph, top + 0.96 * ph, top + 0.50 * ph
-    sw = (0.065 if side else 0.12 * person.shoulders) * ph
-    hw = (0.065 if side else 0.10 * person.hips) * ph
-    leg, arm = 0.042 * ph, 0.032 * ph
+    sw = (0.075 if side else 0.135 * person.shoulders) * ph
+    hw = (0.075 if side else 0.11 * person.hips) * ph
+    leg, arm = 0.046 * ph, 0.035 * ph
     swing = math.sin(phase)
     stride = (0.11 if side else 0.025) * ph * swing
     rx, ry = 0.05 * ph * person.head, 0.065 * ph * person.head
@@ -394,19 +394,24 @@ def render_person(canvas: Image.Image, person: Person, view: str, cx: float, top
                            fill=person.hat_colour)
 
 
+def _muted(rng: np.random.Generator, strength: float) -> Colour:
+    """A random palette colour pulled toward mid grey (``strength`` 1 keeps it as it is)."""
+    base = np.asarray(PALETTE[_NAMES[int(rng.integers(len(_NAMES)))]], dtype=float)
+    c = strength * base + (1.0 - strength) * 115.0
+    return _jitter(rng, (int(c[0]), int(c[1]), int(c[2])), 10)
+
+
 def _background(rng: np.random.Generator, camera: Camera, height: int,
                 width: int) -> tuple[Image.Image, Colour]:
-    """A muted wall over the camera's floor, with clutter in palette colours; also returns the
+    """A wall over the camera's floor with clutter, in muted palette colours; also returns the
     wall colour."""
-    base = np.asarray(PALETTE[_NAMES[int(rng.integers(len(_NAMES)))]], dtype=float)
-    wall = _jitter(rng, (int(0.5 * base[0] + 64), int(0.5 * base[1] + 64),
-                         int(0.5 * base[2] + 64)), 15)
+    wall = _muted(rng, 0.35)
     canvas = Image.new("RGB", (width, height), wall)
     draw = ImageDraw.Draw(canvas)
     draw.rectangle([0, int(camera.horizon * height), width, height],
-                   fill=_jitter(rng, camera.floor, 25))
+                   fill=_jitter(rng, camera.floor, 15))
     for _ in range(int(rng.integers(1, 5))):
-        colour = _jitter(rng, PALETTE[_NAMES[int(rng.integers(len(_NAMES)))]], 15)
+        colour = _muted(rng, 0.6)
         x, y = rng.uniform(-0.2, 1.0) * width, rng.uniform(-0.1, 0.9) * height
         w, h = rng.uniform(0.1, 0.5) * width, rng.uniform(0.05, 0.3) * height
         if rng.random() < 0.5:

@@ -2,9 +2,12 @@
 
 Every image of every split is decoded exactly as the loaders will decode it
 (:func:`progreid.data.loading.decode_image`: truncated, empty, non-image and oversized files fail;
-grayscale, RGBA, 16-bit and palette images are converted to RGB) and hashed: a file whose bytes
-repeat an earlier one is a duplicate (query first, then gallery, then train, so the evaluation
-protocol keeps its images). ``data.on_bad_image`` decides what happens to the bad files:
+grayscale, RGBA, 16-bit and palette images are converted to RGB) and hashed. A file with the
+bytes of an earlier one (query first, then gallery, then train, so the evaluation protocol keeps
+its images) is bad when it crosses from training to test images or carries another identity or
+camera; a mere repeat within the same split group, identity and camera (real benchmarks have a
+few: CUHK01 has 13) is kept and reported. ``data.on_bad_image`` decides what happens to the bad
+files:
 ``error`` stops with one message listing them and the fix, ``skip`` leaves them out and the run
 log lists them. A training identity with a single image cannot form a positive pair; it is not an
 error (it still trains the classifier, and the PK sampler repeats its image), only reported.
@@ -56,11 +59,13 @@ class ScanReport:
     bad: list[BadImage]
     converted: dict[str, int]
     single_image_ids: list[int]
+    repeats: list[tuple[Path, Path]]
 
     def log_fields(self) -> dict[str, Any]:
         """The report as fields of a run-log record."""
         return {"images": self.images, "converted_modes": self.converted,
                 "single_image_train_ids": self.single_image_ids,
+                "repeated_files": [[str(path), str(first)] for path, first in self.repeats],
                 "skipped": [{"split": b.split, "path": str(b.path), "reason": b.reason}
                             for b in self.bad]}
 
@@ -99,7 +104,8 @@ def scan_dataset(dataset: ReIDDataset, height: int, width: int,
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(lambda job: _check(job[2], height, width), jobs))
     bad: list[BadImage] = []
-    first: dict[str, tuple[str, Path]] = {}
+    repeats: list[tuple[Path, Path]] = []
+    first: dict[str, tuple[str, Sample]] = {}
     converted: Counter[str] = Counter()
     for (split, index, sample), checked in zip(jobs, results, strict=True):
         if checked.reason is not None:
@@ -109,15 +115,29 @@ def scan_dataset(dataset: ReIDDataset, height: int, width: int,
             converted[str(checked.mode)] += 1
         if split not in SPLITS:
             continue
-        if checked.digest in first:
-            other_split, other = first[checked.digest]
-            bad.append(BadImage(split, index, sample.path, f"{sample.path} is a duplicate of "
-                                f"{other} ({other_split}): same bytes"))
+        if checked.digest not in first:
+            first[checked.digest] = (split, sample)
+            continue
+        other_split, other = first[checked.digest]
+        conflict = _duplicate_conflict(split, sample, other_split, other)
+        if conflict is None:
+            repeats.append((sample.path, other.path))
         else:
-            first[checked.digest] = (split, sample.path)
+            bad.append(BadImage(split, index, sample.path, f"{sample.path} has the same bytes "
+                                f"as {other.path} ({other_split}) {conflict}"))
     counts = Counter(s.pid for s in dataset.train)
     single = sorted(pid for pid, count in counts.items() if count == 1)
-    return ScanReport(len(jobs), bad, dict(converted), single)
+    return ScanReport(len(jobs), bad, dict(converted), single, repeats)
+
+
+def _duplicate_conflict(split: str, sample: Sample, other_split: str,
+                        other: Sample) -> str | None:
+    """Why a file repeating ``other`` is bad, or None for a harmless repeat."""
+    if (split == "train") != (other_split == "train"):
+        return "but training and test images must be disjoint"
+    if (sample.pid, sample.camid) != (other.pid, other.camid):
+        return "but another identity or camera"
+    return None
 
 
 def bad_images_error(dataset: ReIDDataset, report: ScanReport) -> DatasetError:
@@ -167,6 +187,9 @@ def validate_dataset(dataset: ReIDDataset, cfg: DataConfig) -> tuple[ReIDDataset
     Returns the dataset to train on and the report for the run log.
     """
     report = scan_dataset(dataset, cfg.height, cfg.width, cfg.workers)
+    if report.repeats:
+        log.warning("%d images of %s repeat an earlier file of the same identity and camera "
+                    "(kept; listed in the run log)", len(report.repeats), dataset.name)
     if report.single_image_ids:
         log.warning("%d training identities of %s have a single image and form no positive "
                     "pair (the PK sampler repeats it): %s", len(report.single_image_ids),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,12 +17,14 @@ from progreid.evaluation.rerank import re_rank_features
 Projector = Callable[[torch.Tensor], torch.Tensor]
 
 
-def summarize(result: RankingResult) -> dict[str, float]:
-    """Rank-1/5/10/20, mAP and mINP as percentages, plus the number of valid queries."""
-    summary = {f"rank{r}": 100.0 * float(result.cmc[r - 1]) for r in (1, 5, 10, 20)
-               if r <= len(result.cmc)}
+def summarize(result: RankingResult) -> dict[str, Any]:
+    """Rank-1/5/10/20, mAP and mINP as percentages, the number of valid queries, and the whole
+    CMC curve (``cmc``: percent at ranks 1..max_rank, drawn by the HTML report)."""
+    summary: dict[str, Any] = {f"rank{r}": 100.0 * float(result.cmc[r - 1])
+                               for r in (1, 5, 10, 20) if r <= len(result.cmc)}
     summary.update(mAP=100.0 * float(result.mAP), mINP=100.0 * float(result.mINP),
-                   num_valid=int(result.num_valid))
+                   num_valid=int(result.num_valid),
+                   cmc=[round(100.0 * float(v), 4) for v in result.cmc])
     return summary
 
 
@@ -37,7 +40,7 @@ def rank_features(query: Features, gallery: Features, cfg: EvalConfig) -> Rankin
 
 def evaluate_model(model: nn.Module, dataset: ReIDDataset, cfg: EvalConfig, height: int,
                    width: int, device: torch.device | str = "cpu", workers: int = 0,
-                   projector: Projector | None = None) -> dict[str, float]:
+                   projector: Projector | None = None) -> dict[str, Any]:
     """Extract query and gallery features with the configured test-time augmentation,
     project them (PCA) if given, rank and return the summary metrics in percent."""
     def embed(samples):

@@ -1,15 +1,38 @@
-"""Process-group set-up for `torchrun` (one process per GPU, or gloo on CPU)."""
+"""Multi-process training under ``torchrun``: process group, DDP wrapping, collectives.
+
+``torchrun --nproc_per_node=N -m progreid train CONFIG`` starts N processes. Each runs the
+forward pass on its own share of every PK batch (the sampler gives rank r the r-th P identities
+of each global batch of ``P * N`` identities); the outputs are gathered so that the losses see
+the whole global batch (:func:`gather_batch`), and DistributedDataParallel averages the
+gradients. Training therefore follows a single-process run with ``data.p = P * N`` except for
+batch-norm statistics, which cover a process's share unless ``train.sync_bn`` (CUDA) is on.
+NCCL is used on CUDA, gloo on CPU. With one process (no ``WORLD_SIZE``) every helper here is a
+no-op.
+
+Set ``PROGREID_SAMPLE_LOG=DIR`` to make every process append the dataset indices of each of its
+batches to ``DIR/rank<r>.jsonl`` (``{"epoch", "step", "indices"}``): a debugging aid that shows
+which samples each process saw.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from progreid.config import Config
+from progreid.config import Config, ConfigError
+from progreid.models import ModelOutput
+
+SAMPLE_LOG_ENV = "PROGREID_SAMPLE_LOG"
+T = TypeVar("T")
 
 
 @contextmanager
@@ -20,10 +43,109 @@ def distributed_context(cfg: Config) -> Iterator[tuple[int, int]]:
         yield 0, 1
         return
     use_cuda = cfg.train.device != "cpu" and torch.cuda.is_available()
+    if cfg.train.sync_bn and not use_cuda:
+        raise ConfigError("train.sync_bn = true needs CUDA (PyTorch's SyncBatchNorm does not "
+                          "run on CPU); set train.sync_bn=false for CPU training")
     if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local_rank())
     dist.init_process_group("nccl" if use_cuda else "gloo")
     try:
         yield dist.get_rank(), dist.get_world_size()
     finally:
         dist.destroy_process_group()
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def local_rank() -> int:
+    """The process's index on its machine (``LOCAL_RANK`` set by torchrun; 0 otherwise)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel around ``model`` (which keeps the weights, unwrapped).
+
+    ``find_unused_parameters`` is on because an objective may leave a head without gradient
+    (PLA exploring lambda = 0, or ``loss.ce_weight: 0``); such parameters then get no update,
+    exactly as in a single process.
+    """
+    device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Batch norm whose statistics cover the global batch of all processes (``train.sync_bn``)."""
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def gather_batch(output: ModelOutput, labels: torch.Tensor) -> tuple[ModelOutput, torch.Tensor]:
+    """The model output and labels of the global batch, on every process.
+
+    Process r's share is slice r, in rank order, which is exactly the batch one process with
+    ``P * world_size`` identities draws (see :class:`progreid.data.sampler.PKSampler`), so the
+    losses (cross-entropy and the batch-mining metric losses alike) see the same batch as in a
+    single process. Only the process's own slice keeps its autograd graph; the others are
+    constants. Back-propagating ``world_size * loss`` (:func:`loss_scale`) then makes DDP's mean
+    of the processes' gradients equal the single-process gradient of the global-batch loss.
+    """
+    if not is_distributed():
+        return output, labels
+    return ModelOutput([_gather(t) for t in output.logits],
+                       [_gather(t) for t in output.metric_features],
+                       _gather(output.embedding)), _gather(labels)
+
+
+def _gather(tensor: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.detach().contiguous())
+    parts[dist.get_rank()] = tensor
+    return torch.cat(parts)
+
+
+def loss_scale() -> int:
+    """Factor on the global-batch loss before ``backward`` (see :func:`gather_batch`)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+@contextmanager
+def local_main_first() -> Iterator[None]:
+    """Run the body on each machine's first process before the others (e.g. to build a cache
+    that the others then read)."""
+    first = local_rank() == 0
+    if is_distributed() and not first:
+        dist.barrier()
+    yield
+    if is_distributed() and first:
+        dist.barrier()
+
+
+def main_process_result(compute: Callable[[], T]) -> T:
+    """``compute()`` on rank 0 only; every process returns rank 0's (picklable) result.
+
+    Evaluation under torchrun uses it: rank 0 evaluates the unwrapped model (the one it saves),
+    the others wait, and a driver that decides on the metrics decides the same on every rank.
+    """
+    if not is_distributed():
+        return compute()
+    box = [compute() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class SampleLog:
+    """Appends each batch's dataset indices to ``$PROGREID_SAMPLE_LOG/rank<r>.jsonl`` when that
+    variable is set (see the module docstring); otherwise does nothing."""
+
+    def __init__(self, rank: int) -> None:
+        folder = os.environ.get(SAMPLE_LOG_ENV)
+        self.path = Path(folder) / f"rank{rank}.jsonl" if folder else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, epoch: int, step: int, indices: torch.Tensor) -> None:
+        if self.path is not None:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps({"epoch": epoch, "step": step,
+                                     "indices": indices.tolist()}) + "\n")

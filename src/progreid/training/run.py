@@ -17,31 +17,45 @@ import numpy as np
 import torch
 
 import progreid
-from progreid.bundle import BUNDLE_NAME, save_bundle
+from progreid.bundle import BUNDLE_NAME, Projection, save_bundle
 from progreid.config import Config, ConfigError, save_config
-from progreid.data import ReIDDataset, build_dataset
+from progreid.data import DatasetError, ReIDDataset, build_dataset
+from progreid.data.validation import check_against_dataset, validate_dataset
+from progreid.evaluation.features import extract_features
+from progreid.evaluation.pca import fit_pca
 from progreid.evaluation.pipeline import evaluate_model
 from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
-from progreid.training.trainer import Trainer
+from progreid.training.trainer import EpochStats, Trainer
 from progreid.utils.io import atomic_write_json
+
+METRICS_NAME = "metrics.jsonl"
 
 Driver = Callable[[Trainer, Objective, MetricsLog, dict[str, Any]], None]
 
 
 def run_standard(trainer: Trainer, objective: Objective, log: MetricsLog,
                  progress: dict[str, Any]) -> None:
-    """Plain training: ``train.epochs`` epochs with one fixed objective."""
+    """Plain training: ``train.epochs`` epochs with one fixed objective.
+
+    An epoch's evaluation comes before its checkpoint, so a run killed in between repeats both
+    on ``--resume`` and its log misses no evaluation.
+    """
     cfg = trainer.cfg.train
     while trainer.epoch < cfg.epochs:
         stats = trainer.train_epoch(objective)
-        log.write("epoch", epoch=stats.epoch, lr=stats.lr, seconds=round(stats.seconds, 3),
-                  images_per_second=round(stats.images / max(stats.seconds, 1e-9), 2),
-                  **stats.terms)
-        if trainer.epoch % cfg.checkpoint_every == 0 or trainer.epoch == cfg.epochs:
-            trainer.save_checkpoint()
+        log_epoch(log, stats)
         if cfg.eval_every and trainer.epoch % cfg.eval_every == 0:
             log.write("eval", epoch=trainer.epoch, **evaluate_trainer(trainer))
+        if trainer.epoch % cfg.checkpoint_every == 0 or trainer.epoch == cfg.epochs:
+            trainer.save_checkpoint()
+
+
+def log_epoch(log: MetricsLog, stats: EpochStats, **fields: Any) -> None:
+    """One ``epoch`` record: the epoch's mean loss terms, learning rate and speed."""
+    log.write("epoch", epoch=stats.epoch, lr=stats.lr, seconds=round(stats.seconds, 3),
+              images_per_second=round(stats.images / max(stats.seconds, 1e-9), 2),
+              **fields, **stats.terms)
 
 
 def select_driver(method: str) -> Driver:
@@ -58,13 +72,31 @@ def select_driver(method: str) -> Driver:
 
 
 def load_dataset(cfg: Config) -> ReIDDataset:
-    return build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
+    """The configured dataset; a folder the system refuses to list is a :class:`DatasetError`."""
+    try:
+        return build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {cfg.data.dataset} at {cfg.data.root}: {exc}; "
+                           "check that the folder exists and is readable") from exc
 
 
 def evaluate_trainer(trainer: Trainer, projector=None) -> dict[str, float]:
     cfg = trainer.cfg
     return evaluate_model(trainer.model, trainer.dataset, cfg.eval, cfg.data.height,
                           cfg.data.width, trainer.device, cfg.data.workers, projector)
+
+
+def fit_training_projection(trainer: Trainer) -> Projection | None:
+    """PLA Sec. 4.2: PCA to ``eval.pca_dim`` dimensions fitted on the embeddings of the training
+    images, extracted with the evaluation's test-time augmentation; None without ``pca_dim``."""
+    cfg = trainer.cfg
+    if cfg.eval.pca_dim is None:
+        return None
+    train = extract_features(trainer.model, trainer.dataset.train, cfg.data.height,
+                             cfg.data.width, trainer.device, cfg.eval.batch_size,
+                             cfg.data.workers, flip_tta=cfg.eval.flip,
+                             ten_crop_tta=cfg.eval.ten_crop)
+    return fit_pca(train.features, cfg.eval.pca_dim)
 
 
 def evaluate_untrained(cfg: Config) -> dict[str, float]:
@@ -97,8 +129,8 @@ def environment_record() -> dict[str, Any]:
     return record
 
 
-def prepare_run_dir(cfg: Config, resume: bool, is_main: bool = True) -> Path:
-    """Create the run folder; refuse to overwrite a finished or started run unless resuming."""
+def check_run_dir(cfg: Config, resume: bool) -> Path:
+    """The run folder; refuse to overwrite a finished or started run unless resuming."""
     run_dir = Path(cfg.train.output_dir)
     checkpoint = run_dir / "checkpoints" / "last.pt"
     if resume and not checkpoint.exists():
@@ -106,35 +138,51 @@ def prepare_run_dir(cfg: Config, resume: bool, is_main: bool = True) -> Path:
     if not resume and (checkpoint.exists() or (run_dir / BUNDLE_NAME).exists()):
         raise ConfigError(f"train.output_dir = {run_dir} already holds a run; pass --resume to "
                           "continue it or choose another train.output_dir")
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        atomic_write_json(run_dir / "environment.json", environment_record())
     return run_dir
+
+
+def write_run_files(cfg: Config, run_dir: Path, resume: bool) -> None:
+    """Create the run folder with its config and environment record. A fresh start drops the
+    log of an earlier attempt that died before its first checkpoint."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (run_dir / METRICS_NAME).unlink(missing_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    atomic_write_json(run_dir / "environment.json", environment_record())
 
 
 def train(cfg: Config, resume: bool = False, rank: int = 0,
           world_size: int = 1) -> dict[str, float]:
-    """Train as configured and return the final evaluation metrics (percent)."""
+    """Train as configured and return the final evaluation metrics (percent).
+
+    The config, the dataset's images (:func:`validate_dataset`) and, on ``resume``, the
+    checkpoint are all checked before the run folder is written, so a run that cannot start
+    leaves no partial run folder behind.
+    """
     objective = Objective.from_config(cfg.loss)
     objective.validate()
     driver = select_driver(cfg.train.method)
-    run_dir = prepare_run_dir(cfg, resume, rank == 0)
-    dataset = load_dataset(cfg)
+    run_dir = check_run_dir(cfg, resume)
+    dataset, scan = validate_dataset(load_dataset(cfg), cfg.data)
+    check_against_dataset(cfg.data, dataset, world_size)
     trainer = Trainer(cfg, dataset, run_dir, rank=rank, world_size=world_size)
-    log = MetricsLog(run_dir / "metrics.jsonl", enabled=trainer.is_main)
-    progress: dict[str, Any] = {}
+    progress = trainer.load_checkpoint() if resume else {}
+    if trainer.is_main:
+        write_run_files(cfg, run_dir, resume)
+    log = MetricsLog(run_dir / METRICS_NAME, enabled=trainer.is_main)
     if resume:
-        progress = trainer.load_checkpoint()
         log.truncate_after(trainer.epoch)
         log.write("resume", epoch=trainer.epoch)
     else:
         log.write("start", epoch=0, method=cfg.train.method,
                   train_images=len(dataset.train), train_ids=dataset.num_train_pids)
+    log.write("data_check", epoch=trainer.epoch, **scan.log_fields())
     driver(trainer, objective, log, progress)
-    metrics = evaluate_trainer(trainer)
+    projection = fit_training_projection(trainer)
+    metrics = evaluate_trainer(trainer, projection)
     if trainer.is_main:
-        save_bundle(run_dir / BUNDLE_NAME, cfg, trainer.model, dataset.num_train_pids)
+        save_bundle(run_dir / BUNDLE_NAME, cfg, trainer.model, dataset.num_train_pids,
+                    projection)
         log.write("eval", epoch=trainer.epoch, final=True, **metrics)
         atomic_write_json(run_dir / "results.json", {"epoch": trainer.epoch, **metrics})
     return metrics

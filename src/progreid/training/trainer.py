@@ -12,7 +12,7 @@ import contextlib
 import copy
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,31 @@ from tqdm import tqdm
 
 from progreid.config import Config
 from progreid.data import ReIDDataset
+from progreid.data.cache import build_cached_train_loader
 from progreid.data.loading import build_train_loader
 from progreid.data.sampler import PKSampler
 from progreid.data.transforms import BatchAugment
-from progreid.models import build_model
+from progreid.models import ModelOutput, build_model
+from progreid.training.distributed import (
+    SampleLog,
+    convert_sync_batchnorm,
+    gather_batch,
+    local_main_first,
+    loss_scale,
+    wrap_model,
+)
 from progreid.training.objective import Objective
 from progreid.training.schedules import adam_beta1, learning_rate
-from progreid.utils.checkpoint import load_checkpoint, save_checkpoint
+from progreid.utils.checkpoint import (
+    CheckpointError,
+    check_same_architecture,
+    load_checkpoint,
+    require_keys,
+    save_checkpoint,
+)
+
+#: Called after every training batch's loss with the model output and the batch labels.
+BatchCallback = Callable[[ModelOutput, torch.Tensor], None]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,6 +86,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def augment_seed(seed: int, rank: int, epoch: int) -> int:
+    """Seed of one process's augmentation in one epoch: a function of (seed, rank, epoch) only,
+    like the sampler's batches, so a resumed run (every process of it) continues exactly."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+
+
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
     """Adam (PLA, TRC) or SGD over all trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -95,8 +119,12 @@ class Trainer:
         self.amp = cfg.train.amp if cfg.train.amp is not None else cuda
         self.channels_last = (cfg.train.channels_last if cfg.train.channels_last is not None
                               else cuda)
+        if cuda:  # fixed input size: let cuDNN pick the fastest convolution algorithms
+            torch.backends.cudnn.benchmark = True
         seed_everything(cfg.train.seed)
         self.model = build_model(num_classes=dataset.num_train_pids, **asdict(cfg.model))
+        if world_size > 1 and cfg.train.sync_bn:
+            self.model = convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -104,24 +132,41 @@ class Trainer:
         self.sampler = PKSampler([s.pid for s in dataset.train], cfg.data.p, cfg.data.k,
                                  num_batches=cfg.data.batches_per_epoch, seed=cfg.train.seed,
                                  rank=rank, world_size=world_size)
-        self.loader = build_train_loader(dataset.train, cfg.data.height, cfg.data.width,
-                                         self.sampler, cfg.data.workers)
+        self.loader = self._build_loader()
         self.augment = BatchAugment(enlarge=cfg.data.enlarge, flip_p=cfg.data.flip_p,
                                     erase_p=cfg.data.erase_p)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(cfg.train.seed + 1000 * rank)
-        self.forward_model: nn.Module = (torch.compile(self.model) if cfg.train.compile
-                                         else self.model)
+        forward = wrap_model(self.model, self.device) if world_size > 1 else self.model
+        self.forward_model: nn.Module = torch.compile(forward) if cfg.train.compile else forward
+        self.sample_log = SampleLog(rank)
         self.epoch = 0
+        # Epoch at which the schedule (re)starts: a phased driver (TRC) moves it to restart the
+        # learning-rate scheme per phase; drivers set it, so it is not part of the state.
+        self.schedule_start = 0
+
+    def _build_loader(self) -> Iterable[tuple[torch.Tensor, ...]]:
+        """Decoding DataLoader, or batches from the decoded-image cache (``data.cache``), which
+        each machine's first process builds before the others open it."""
+        data = self.cfg.data
+        if not data.cache:
+            return build_train_loader(self.dataset.train, data.height, data.width, self.sampler,
+                                      data.workers)
+        with local_main_first():
+            return build_cached_train_loader(self.dataset.train, data.height, data.width,
+                                             self.sampler, data.workers, self.device)
 
     # ------------------------------------------------------------------ one epoch
     def apply_schedule(self) -> float:
-        """Set learning rate (and Adam beta1) for the epoch about to run; return the rate."""
-        lr = learning_rate(self.epoch, self.cfg.optim.lr, self.cfg.schedule)
+        """Set learning rate (and Adam beta1) for the epoch about to run; return the rate.
+
+        The schedule is a function of ``epoch - schedule_start``, the epochs since it started.
+        """
+        epoch = self.epoch - self.schedule_start
+        lr = learning_rate(epoch, self.cfg.optim.lr, self.cfg.schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
             if "betas" in group:
-                beta1 = adam_beta1(self.epoch, self.cfg.optim.betas[0], self.cfg.schedule)
+                beta1 = adam_beta1(epoch, self.cfg.optim.betas[0], self.cfg.schedule)
                 group["betas"] = (beta1, group["betas"][1])
         return lr
 
@@ -133,7 +178,9 @@ class Trainer:
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Augmented float images and labels of one epoch, on the training device."""
         self.sampler.set_epoch(self.epoch)
-        for images, pids, *_ in self.loader:
+        self.generator.manual_seed(augment_seed(self.cfg.train.seed, self.rank, self.epoch))
+        for step, (images, pids, _, indices) in enumerate(self.loader):
+            self.sample_log.write(self.epoch, step, indices)
             images = images.to(self.device, non_blocking=True)
             pids = pids.to(self.device, non_blocking=True)
             images = self.augment(images, self.generator)
@@ -141,8 +188,13 @@ class Trainer:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, pids
 
-    def train_epoch(self, objective: Objective) -> EpochStats:
-        """Run one epoch over the PK sampler with ``objective``; return mean loss terms."""
+    def train_epoch(self, objective: Objective,
+                    on_batch: BatchCallback | None = None) -> EpochStats:
+        """Run one epoch over the PK sampler with ``objective``; return mean loss terms.
+
+        ``on_batch(output, labels)``, if given, sees each batch's model output (e.g. TRC's
+        S-value histogram of the metric features) without a second forward pass.
+        """
         self.model.train()
         lr = self.apply_schedule()
         start = time.perf_counter()
@@ -153,9 +205,12 @@ class Trainer:
         for images, pids in self.batches():
             with self.autocast():
                 output = self.forward_model(images)
+            output, pids = gather_batch(output, pids)
             loss, terms = objective(output, pids)
+            if on_batch is not None:
+                on_batch(output, pids)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * loss_scale()).backward()
             self.optimizer.step()
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value
@@ -187,7 +242,6 @@ class Trainer:
                 "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
                           *np_state[2:]],
                 "python": random.getstate(),
-                "augment": self.generator.get_state(),
             },
         }
         if torch.cuda.is_available():
@@ -204,7 +258,6 @@ class Trainer:
         name, keys, *rest = rng["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
         random.setstate(_as_tuple(rng["python"]))
-        self.generator.set_state(rng["augment"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
 
@@ -220,17 +273,35 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoints" / "last.pt"
 
+    def architecture(self) -> dict[str, Any]:
+        """What the shapes of the weights depend on: the model section and the class count."""
+        model = {key: value for key, value in asdict(self.cfg.model).items()
+                 if key != "pretrained"}
+        return {**model, "num_classes": self.dataset.num_train_pids}
+
     def save_checkpoint(self, extra: dict[str, Any] | None = None,
                         path: Path | None = None) -> None:
         """Write the training state atomically (rank 0 only); ``extra`` holds driver progress."""
         if self.is_main:
             save_checkpoint(path or self.checkpoint_path,
-                            {"trainer": self.state_dict(), "extra": extra or {}})
+                            {"trainer": self.state_dict(), "extra": extra or {},
+                             "architecture": self.architecture()})
 
     def load_checkpoint(self, path: Path | None = None) -> dict[str, Any]:
-        """Restore from a checkpoint; return the driver's ``extra`` progress record."""
-        payload = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
-        self.load_state_dict(payload["trainer"])
+        """Restore from a checkpoint; return the driver's ``extra`` progress record.
+
+        A checkpoint of another model (architecture, width, number of classes) is refused with
+        a :class:`CheckpointError` naming the file and each difference, before anything loads.
+        """
+        path = path or self.checkpoint_path
+        payload = load_checkpoint(path, map_location=self.device)
+        require_keys(payload, ("trainer", "architecture"), path, "progreid training checkpoint")
+        check_same_architecture(payload["architecture"], self.architecture(), path)
+        try:
+            self.load_state_dict(payload["trainer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: the training state does not fit this trainer "
+                                  f"({type(exc).__name__}: {exc})") from exc
         return payload.get("extra", {})
 
 

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import pickle
+import re
+import struct
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from progreid.utils.io import atomic_path
+
+#: How ``weights_only`` loading names what it refused: "GLOBAL posix.system", or an opcode it
+#: does not know ("Unsupported operand 80": not a pickle of plain data, e.g. a cut-off file).
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
+_REFUSED_OTHER = re.compile(r"(Unsupported [^\n.]+)")
 
 
 class CheckpointError(RuntimeError):
@@ -31,22 +40,77 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely. Pickled code, truncation and non-checkpoints are refused."""
+    """Load a checkpoint safely. Pickled code, truncation and non-checkpoints are refused.
+
+    A pickle that names a function or class (the way pickled code runs) is refused as unsafe;
+    any other failure means the file is truncated, corrupt or no torch checkpoint at all.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refusing to load {path}: it contains pickled objects other than tensors and "
-            f"plain data (weights_only=True rejected it: {str(exc).splitlines()[0]}). progreid "
-            "never runs code from a checkpoint; re-save it from trusted code as a state dict."
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({exc}); "
-                              "use an earlier checkpoint or retrain") from exc
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, IndexError, ValueError,
+            struct.error, zipfile.BadZipFile) as exc:
+        raise _load_error(path, exc) from exc
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} is not a progreid checkpoint (expected a dict, got "
                               f"{type(payload).__name__})")
     return payload
+
+
+def _load_error(path: Path, exc: Exception) -> CheckpointError:
+    """The user's message for a failed ``weights_only`` load, from torch's long one."""
+    refused = _REFUSED_GLOBAL.search(str(exc))
+    if isinstance(exc, pickle.UnpicklingError) and refused:
+        return CheckpointError(
+            f"refusing to load {path}: it would import {refused.group(1)}, which is neither a "
+            "tensor nor plain data; progreid loads checkpoints with weights_only=True and never "
+            "runs code from a file. Re-save it from trusted code as a state dict, or use an "
+            "earlier checkpoint.")
+    detail = _REFUSED_OTHER.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+    lines = str(exc).strip().splitlines()
+    reason = detail.group(1) if detail else lines[0] if lines else type(exc).__name__
+    return CheckpointError(f"checkpoint {path} is truncated or corrupt ({reason}); use an "
+                           "earlier checkpoint or retrain")
+
+
+def require_keys(payload: Mapping[str, Any], keys: tuple[str, ...], path: str | Path,
+                 kind: str) -> None:
+    """Fail naming ``path`` when ``payload`` lacks any of ``keys`` (not a ``kind`` file)."""
+    missing = [key for key in keys if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} is not a {kind}: it lacks {', '.join(missing)} (it holds "
+                              f"{', '.join(map(str, payload)) or 'nothing'})")
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, Any], path: str | Path) -> None:
+    """``model.load_state_dict`` (strict) that names the file and every kind of mismatch."""
+    if not isinstance(state_dict, Mapping) or not all(
+            isinstance(value, torch.Tensor) for value in state_dict.values()):
+        raise CheckpointError(f"{path}: the weights are not a state dict (names -> tensors)")
+    own = model.state_dict()
+    missing = [key for key in own if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in own]
+    shapes = [f"{key} {tuple(value.shape)} in the file vs {tuple(own[key].shape)} in the model"
+              for key, value in state_dict.items()
+              if key in own and value.shape != own[key].shape]
+    problems = [f"{len(items)} {label}: {'; '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+                for label, items in (("different shapes", shapes), ("missing keys", missing),
+                                     ("unexpected keys", unexpected)) if items]
+    if problems:
+        raise CheckpointError(f"{path}: the weights do not fit the model (another architecture, "
+                              f"width or number of classes?): {'. '.join(problems)}")
+    model.load_state_dict(state_dict)
+
+
+def check_same_architecture(saved: Mapping[str, Any], current: Mapping[str, Any],
+                            path: str | Path) -> None:
+    """Refuse a checkpoint written for another model, naming each differing setting."""
+    differences = [f"{key}: {saved.get(key)!r} in the checkpoint, {value!r} now"
+                   for key, value in current.items() if saved.get(key) != value]
+    if differences:
+        raise CheckpointError(
+            f"{path} was written for another model ({'; '.join(differences)}). Resume with the "
+            "config and dataset the run was started with (config.yaml in its run folder), or "
+            "choose a new train.output_dir to start a new run.")

@@ -1,0 +1,50 @@
+"""`progreid search INDEX_DIR QUERY_IMAGE... --top 10 [--rerank] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("search", help="rank an index's gallery for query images")
+    parser.add_argument("index", help="index folder (progreid index)")
+    parser.add_argument("queries", nargs="+", metavar="QUERY_IMAGE")
+    parser.add_argument("--top", type=int, default=10, help="matches per query")
+    parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    parser.add_argument("--exact", action="store_true",
+                        help="exact search even when the index has a FAISS index")
+    parser.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    parser.add_argument("--picture", default="search.png",
+                        help="PNG of the ranked lists (default: search.png)")
+    parser.add_argument("--model", help="run folder or model.pt (default: the index's model)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from progreid.bundle import load_bundle
+    from progreid.config import ConfigError
+    from progreid.search.index import open_index
+    from progreid.search.picture import draw_ranked_lists
+    from progreid.search.query import search_images
+    from progreid.training.trainer import resolve_device
+
+    if args.top < 1:
+        raise ConfigError(f"--top {args.top}: must be at least 1")
+    device = resolve_device(args.device)
+    index = open_index(args.index)
+    bundle = load_bundle(args.model or index.model, device)
+    results = search_images(index, bundle, args.queries, args.top, args.rerank, args.exact,
+                            device)
+    picture = draw_ranked_lists(results, args.picture)
+    if args.json:
+        print(json.dumps({"picture": str(picture), "results": [r.to_dict() for r in results]},
+                         indent=2))
+        return 0
+    for result in results:
+        print(f"query {result.query}")
+        for m in result.matches:
+            print(f"  {m.rank:3d}  {m.distance:8.4f}  {m.status or '':8s}  {m.path}")
+    print(f"picture: {picture}")
+    return 0

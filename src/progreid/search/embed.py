@@ -1,0 +1,53 @@
+"""Images -> embeddings with a run's model, exactly as evaluation computes them (its test-time
+augmentation and PCA projection), so that index and queries live in the same space."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from progreid.bundle import Bundle
+from progreid.data.market import MARKET_NAME
+from progreid.data.sample import Sample
+from progreid.evaluation.features import extract_features
+
+#: Identity / camera stand-in for an image whose name does not follow the Market-1501 pattern.
+UNKNOWN = -1
+
+
+def parse_name(path: Path, pattern: re.Pattern[str] = MARKET_NAME) -> tuple[int, int]:
+    """(identity, 0-based camera) of a Market-style name ``PPPP_cC...``; ``(-1, -1)`` otherwise.
+
+    Market's junk identity ``-1`` and names with camera ``c0`` are unknown too.
+    """
+    match = pattern.match(path.name)
+    if match is None or int(match["pid"]) < 0 or int(match["camid"]) < 1:
+        return UNKNOWN, UNKNOWN
+    return int(match["pid"]), int(match["camid"]) - 1
+
+
+def image_samples(paths: Sequence[str | Path]) -> list[Sample]:
+    """Samples of image files with identity and camera parsed from their names when possible."""
+    samples = []
+    for path in paths:
+        path = Path(path).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+        samples.append(Sample(path, *parse_name(path)))
+    return samples
+
+
+def embed_samples(bundle: Bundle, samples: Sequence[Sample], device: torch.device | str = "cpu",
+                  batch_size: int = 64, workers: int = 0) -> torch.Tensor:
+    """``N x D`` float32 CPU embeddings of ``samples`` (flip / 10-crop TTA and PCA as the run's
+    ``eval`` section and bundle say)."""
+    cfg = bundle.config
+    features = extract_features(bundle.model, samples, cfg.data.height, cfg.data.width, device,
+                                batch_size, workers, flip_tta=cfg.eval.flip,
+                                ten_crop_tta=cfg.eval.ten_crop).features
+    if bundle.projection is not None:
+        features = bundle.projection(features)
+    return features.float().cpu()

@@ -1,0 +1,203 @@
+"""A gallery index on disk: embeddings of a folder of images, with their files and identities.
+
+Layout of ``INDEX_DIR``::
+
+    manifest.json        format, model, metric, dimension, items (path, pid, camid), shards, ann
+    features/00000.npy   float32 embeddings, one shard per build or append
+    ann.faiss            FAISS IVF index over all items (large galleries only)
+
+Every file is written atomically and the manifest last, so an interrupted build or append
+leaves the previous index intact. Appending embeds only the new images into a new shard and
+adds them to the FAISS index without retraining it: nothing already indexed is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from progreid.bundle import Bundle, load_bundle, resolve_bundle_path
+from progreid.data.sample import DatasetError, list_images
+from progreid.search import ann as ann_lib
+from progreid.search.embed import embed_samples, image_samples
+from progreid.search.ranking import prepare
+from progreid.utils.io import atomic_write, atomic_write_json
+
+FORMAT = "progreid-index-1"
+MANIFEST = "manifest.json"
+SHARD_DIR = "features"
+ANN_FILE = "ann.faiss"
+ANN_THRESHOLD = 20000
+RECALL_QUERIES = 200
+AnnPolicy = Literal["auto", "ivf", "none"]
+
+
+class GalleryIndexError(DatasetError):
+    """An index folder is missing, malformed or inconsistent; the message names it."""
+
+
+@dataclass(frozen=True)
+class IndexItem:
+    """One indexed image: absolute path, identity and 0-based camera (-1 when unknown)."""
+
+    path: str
+    pid: int
+    camid: int
+
+
+@dataclass
+class GalleryIndex:
+    """An opened index folder. ``features`` holds the raw embeddings (N x D, float32)."""
+
+    root: Path
+    model: str
+    metric: str
+    dim: int
+    items: list[IndexItem]
+    shards: list[str]
+    ann_policy: str = "auto"
+    ann_threshold: int = ANN_THRESHOLD
+    ann: dict[str, Any] | None = None
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def searchable(self) -> np.ndarray:
+        """The features as searched: L2-normalised for the cosine metric."""
+        return prepare(torch.from_numpy(self.features), self.metric).numpy()
+
+    def load_ann(self) -> Any:
+        """The FAISS index, or None when the gallery is searched exactly."""
+        return ann_lib.read_ann(self.root / ANN_FILE) if self.ann else None
+
+    def manifest(self) -> dict[str, Any]:
+        return {"format": FORMAT, "model": self.model, "metric": self.metric, "dim": self.dim,
+                "count": len(self.items), "shards": self.shards, "ann_policy": self.ann_policy,
+                "ann_threshold": self.ann_threshold, "ann": self.ann,
+                "items": [asdict(item) for item in self.items]}
+
+
+def open_index(root: str | Path) -> GalleryIndex:
+    """Read ``root/manifest.json`` and its feature shards; errors name what is wrong."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise GalleryIndexError(f"{root} is not a progreid index (no {MANIFEST}); build one "
+                                "with progreid index RUN_DIR IMAGES_DIR --out INDEX_DIR")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise GalleryIndexError(f"{path}: not valid JSON: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise GalleryIndexError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    shards = [np.load(root / SHARD_DIR / name) for name in manifest["shards"]]
+    features = np.concatenate(shards) if shards else np.zeros((0, manifest["dim"]), np.float32)
+    items = [IndexItem(**item) for item in manifest["items"]]
+    if features.shape != (len(items), manifest["dim"]):
+        raise GalleryIndexError(f"{root}: feature shards hold {features.shape} but the manifest "
+                                f"lists {len(items)} items of dimension {manifest['dim']}")
+    return GalleryIndex(root, manifest["model"], manifest["metric"], manifest["dim"], items,
+                        manifest["shards"], manifest["ann_policy"], manifest["ann_threshold"],
+                        manifest["ann"], features)
+
+
+def folder_images(images_dir: str | Path) -> list[Path]:
+    """Image files under ``images_dir`` (recursively, sorted)."""
+    folder = Path(images_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    images = list_images(folder, recursive=True)
+    if not images:
+        raise DatasetError(f"no images (.jpg, .png, ...) found under {folder}")
+    return images
+
+
+def _write_shard(index: GalleryIndex, features: np.ndarray) -> None:
+    name = f"{len(index.shards):05d}.npy"
+    atomic_write(index.root / SHARD_DIR / name,
+                 lambda fh: np.save(fh, np.ascontiguousarray(features, np.float32)), binary=True)
+    index.shards.append(name)
+
+
+def _update_ann(index: GalleryIndex, new_features: np.ndarray, seed: int = 0) -> None:
+    """Add new vectors to an existing FAISS index, or build one once the policy asks for it;
+    then re-check recall@10 on a sample of the gallery and raise ``nprobe`` if it dropped."""
+    wanted = index.ann_policy == "ivf" or (index.ann_policy == "auto"
+                                           and len(index) >= index.ann_threshold)
+    if not wanted and index.ann is None:
+        return
+    searchable = index.searchable
+    if index.ann is None:
+        faiss_index = ann_lib.build_ivf(searchable, seed=seed)
+    else:
+        faiss_index = index.load_ann()
+        ann_lib.add_vectors(faiss_index, prepare(torch.from_numpy(new_features),
+                                                 index.metric).numpy())
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(searchable), min(RECALL_QUERIES, len(searchable)), replace=False)
+    nprobe, recall = ann_lib.tune_nprobe(faiss_index, searchable, searchable[np.sort(sample)])
+    ann_lib.write_ann(faiss_index, index.root / ANN_FILE)
+    index.ann = {"kind": "ivf_flat", "nlist": int(faiss_index.nlist), "nprobe": nprobe,
+                 "recall_at_10": recall, "recall_queries": len(sample),
+                 "count": int(faiss_index.ntotal)}
+
+
+def build_index(run: str | Path, images: str | Path | Sequence[str | Path], out: str | Path,
+                device: torch.device | str = "cpu", batch_size: int = 64, workers: int = 0,
+                ann: AnnPolicy = "auto", ann_threshold: int = ANN_THRESHOLD,
+                bundle: Bundle | None = None) -> GalleryIndex:
+    """Embed the images (a folder or a list of files) with the run's model into a new index.
+
+    ``ann``: ``auto`` builds a FAISS IVF index once the gallery has ``ann_threshold`` images,
+    ``ivf`` always, ``none`` never (exact search only).
+    """
+    if ann not in ("auto", "ivf", "none"):
+        raise ValueError(f"ann must be 'auto', 'ivf' or 'none', got {ann!r}")
+    root = Path(out)
+    if (root / MANIFEST).exists():
+        raise GalleryIndexError(f"{root} already holds an index; add images with --append or "
+                                "choose another --out")
+    bundle = bundle or load_bundle(run, device)
+    model_path = str(resolve_bundle_path(run).resolve())
+    index = GalleryIndex(root, model_path, bundle.config.eval.metric, 0, [], [], ann,
+                         ann_threshold)
+    _add(index, bundle, images, device, batch_size, workers)
+    return index
+
+
+def append_to_index(root: str | Path, images: str | Path | Sequence[str | Path],
+                    device: torch.device | str = "cpu", batch_size: int = 64, workers: int = 0,
+                    bundle: Bundle | None = None) -> tuple[GalleryIndex, int]:
+    """Embed the images not yet in the index into a new shard; return the index and how many
+    were added (files already indexed, by absolute path, are skipped)."""
+    index = open_index(root)
+    bundle = bundle or load_bundle(index.model, device)
+    return index, _add(index, bundle, images, device, batch_size, workers)
+
+
+def _add(index: GalleryIndex, bundle: Bundle, images: str | Path | Sequence[str | Path],
+         device: torch.device | str, batch_size: int, workers: int) -> int:
+    paths = folder_images(images) if isinstance(images, str | Path) else list(images)
+    known = {item.path for item in index.items}
+    samples = [s for s in image_samples(paths) if str(s.path) not in known]
+    if not samples:
+        return 0
+    features = embed_samples(bundle, samples, device, batch_size, workers).numpy()
+    if index.dim and features.shape[1] != index.dim:
+        raise GalleryIndexError(f"{index.root}: the model gives {features.shape[1]}-d embeddings "
+                                f"but the index holds {index.dim}-d ones")
+    index.dim = features.shape[1]
+    index.features = (features if not len(index) else np.concatenate([index.features, features]))
+    index.items.extend(IndexItem(str(s.path), s.pid, s.camid) for s in samples)
+    _write_shard(index, features)
+    _update_ann(index, features)
+    atomic_write_json(index.root / MANIFEST, index.manifest())
+    return len(samples)

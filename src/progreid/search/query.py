@@ -1,0 +1,104 @@
+"""Rank an index's gallery for query images: exact (torch), FAISS, or re-ranked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from progreid.bundle import Bundle
+from progreid.search.embed import UNKNOWN, embed_samples, image_samples
+from progreid.search.index import GalleryIndex
+from progreid.search.ranking import exact_top_k, prepare, rerank_top_k
+
+MATCH, MISMATCH, JUNK = "match", "mismatch", "junk"
+#: Border colours of ranked lists (search picture and HTML report).
+STATUS_COLOURS = {MATCH: "#2ca02c", MISMATCH: "#d62728", JUNK: "#9e9e9e", None: "#d0d0d0"}
+
+
+def match_status(query_pid: int, query_camid: int, pid: int, camid: int) -> str | None:
+    """``junk`` for the query's identity seen by the query's camera (Market-1501 protocol),
+    ``match`` for its identity from another camera, ``mismatch`` for another identity, and
+    None when either identity is unknown."""
+    if UNKNOWN in (query_pid, pid):
+        return None
+    if pid != query_pid:
+        return MISMATCH
+    return JUNK if camid == query_camid else MATCH
+
+
+@dataclass(frozen=True)
+class Match:
+    rank: int
+    index: int
+    path: str
+    distance: float
+    pid: int
+    camid: int
+    status: str | None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    query: str
+    pid: int
+    camid: int
+    matches: list[Match]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rank_gallery(index: GalleryIndex, queries: torch.Tensor, top: int, rerank: bool = False,
+                 exact: bool = False, k1: int = 20, k2: int = 6,
+                 lambda_value: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """``(distances, gallery indices)``, ``Q x min(top, N)``, nearest first.
+
+    Re-ranking works on a shortlist (:func:`rerank_top_k`); otherwise the FAISS index is used
+    when the index has one (unless ``exact``), else exact search in torch.
+    """
+    if len(index) == 0:
+        raise ValueError(f"index {index.root} is empty")
+    queries = prepare(queries, index.metric)
+    faiss_index = None if (exact or rerank) else index.load_ann()
+    if faiss_index is not None:
+        from progreid.search.ann import ann_top_k
+
+        return ann_top_k(faiss_index, queries.numpy(), min(top, len(index)),
+                         index.ann["nprobe"])
+    gallery = torch.from_numpy(index.searchable)
+    if rerank:
+        distances, indices = rerank_top_k(queries, gallery, top, k1, k2, lambda_value)
+    else:
+        distances, indices = exact_top_k(queries, gallery, top)
+    return distances.numpy(), indices.numpy()
+
+
+def search_images(index: GalleryIndex, bundle: Bundle, query_paths: Sequence[str | Path],
+                  top: int = 10, rerank: bool = False, exact: bool = False,
+                  device: torch.device | str = "cpu") -> list[QueryResult]:
+    """Embed the query images with the index's model and return their ranked matches."""
+    samples = image_samples(query_paths)
+    features = embed_samples(bundle, samples, device)
+    if features.shape[1] != index.dim:
+        raise ValueError(f"the model gives {features.shape[1]}-d embeddings but index "
+                         f"{index.root} holds {index.dim}-d ones")
+    cfg = bundle.config.eval
+    distances, indices = rank_gallery(index, features, top, rerank, exact, cfg.k1, cfg.k2,
+                                      cfg.lambda_value)
+    results = []
+    for sample, dists, idxs in zip(samples, distances, indices, strict=True):
+        matches = []
+        for dist, idx in zip(dists.tolist(), idxs.tolist(), strict=True):
+            if idx < 0:  # FAISS padding when fewer than top vectors were probed
+                continue
+            item = index.items[idx]
+            matches.append(Match(len(matches) + 1, idx, item.path, float(dist), item.pid,
+                                 item.camid,
+                                 match_status(sample.pid, sample.camid, item.pid, item.camid)))
+        results.append(QueryResult(str(sample.path), sample.pid, sample.camid, matches))
+    return results

@@ -1,0 +1,459 @@
+"""PLA Algorithm 1: progressive training with Bayesian optimisation of w = (lambda, m, k, p).
+
+Each round starts from the current weights theta and a candidate set W:
+
+1. *Exploration*: for every w in W, train ``pla.explore_epochs`` epochs with the composite loss
+   ``CE + lambda * L_GBH^{k,p}(margin m)`` (PLA Eq. 3-5), score it with the loss-drop objective
+   f(w) of Eq. 9, then restore theta, optimiser moments, sampler and RNGs exactly.
+2. *Proposal*: fit a Gaussian process to the round's (w, f(w)) and pick w' by expected
+   improvement (Eq. 6-8). This is Optuna's ``GPSampler`` (see :class:`ExpectedImprovementSampler`
+   for how it maps onto the equations), one study per round in ``pla_study.db``.
+3. *Exploitation*: train ``pla.exploit_epochs`` epochs with w', keeping the lowest-loss epoch in
+   ``checkpoints/best.pt``; add w' to W.
+
+Rounds repeat until the epoch budget M (``pla.max_epochs``) is spent. Choices where the paper is
+silent (all configurable in the ``pla`` section):
+
+- ``count_exploration`` (default false): M counts the epochs that are kept (exploitation); the
+  explorations, which are undone, are extra. True makes M count every epoch trained.
+- ``schedule_scope`` (default ``round``): the Eq. 10 learning rate, the beta1 switch and any
+  warm-up restart at each round (``Trainer.schedule_start`` = the round's first epoch): the
+  paper's exploit length, 300, equals its e1, and Eq. 9 expects a 15% loss drop that a rate
+  already decayed to 0.001 x alpha0 cannot give. ``global`` runs one schedule over the kept
+  epochs. Explorations run at the schedule position of the round's start (the epochs the
+  exploitation then runs again), and restoration rewinds the epoch counter with the weights.
+- ``continue_from`` (default ``best``): the next round (and the final model) starts from the
+  round's lowest-loss epoch ("save the model with lowest loss"), keeping the epoch counter;
+  ``last`` continues from the last epoch.
+
+Resuming: a checkpoint is written when a round starts (its snapshot) and during exploitation.
+Finished explorations are COMPLETE trials of the round's study and the proposal is a trial marked
+``role=proposal``; both are committed to SQLite the moment they finish, so a resumed run re-runs
+only an exploration that was cut short, from the round's snapshot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.samplers import GPSampler
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from progreid.config import Config, ConfigError
+from progreid.training.distributed import main_process_result
+from progreid.training.metrics_log import MetricsLog
+from progreid.training.objective import Objective
+from progreid.training.run import evaluate_trainer, log_epoch
+from progreid.training.trainer import NonFiniteLossError, Trainer
+from progreid.utils.checkpoint import load_checkpoint
+
+METRIC = "generalized_batch_hard"
+STUDY_FILE = "pla_study.db"
+BEST_CHECKPOINT = "best.pt"
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- hyper-parameters
+@dataclass(frozen=True)
+class HyperParams:
+    """w = (lambda, m, k, p) of PLA Algorithm 1 (Eq. 3-5)."""
+
+    lam: float
+    margin: float
+    k: int
+    p: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"lambda": self.lam, "margin": self.margin, "k": self.k, "p": self.p}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> HyperParams:
+        return cls(float(values["lambda"]), float(values["margin"]), int(values["k"]),
+                   int(values["p"]))
+
+    def objective(self, base: Objective) -> Objective:
+        """The composite loss of PLA Eq. 5 with this w: ``CE + lambda * L_GBH^{k,p}(m)``."""
+        return base.with_metric_params(metric_weight=self.lam, k=self.k, p=self.p,
+                                       margin=self.margin)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The bounds of Algorithm 1: lambda, m in closed intervals, k in 1..K, p in 1..P."""
+
+    lam: tuple[float, float]
+    margin: tuple[float, float]
+    k_max: int
+    p_max: int
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SearchSpace:
+        """K = ``pla.k_max`` (default ``data.k``), P = ``pla.p_max`` (default ``data.p``).
+
+        k counts positives of an anchor, of which a batch holds ``data.k - 1``, so K above
+        ``data.k`` would only repeat the clamped value. p counts negatives (``(data.p - 1) *
+        data.k`` of them), so P may exceed ``data.p``.
+        """
+        k_max = cfg.pla.k_max if cfg.pla.k_max is not None else cfg.data.k
+        p_max = cfg.pla.p_max if cfg.pla.p_max is not None else cfg.data.p
+        if k_max > cfg.data.k:
+            raise ConfigError(f"pla.k_max = {k_max} exceeds data.k = {cfg.data.k}: an anchor "
+                              f"has at most {cfg.data.k - 1} positives in a batch")
+        return cls(tuple(cfg.pla.lambda_range), tuple(cfg.pla.margin_range), k_max, p_max)
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {"lambda": FloatDistribution(*self.lam),
+                "margin": FloatDistribution(*self.margin),
+                "k": IntDistribution(1, self.k_max), "p": IntDistribution(1, self.p_max)}
+
+
+def sample_candidates(space: SearchSpace, count: int, rng: np.random.Generator
+                      ) -> list[HyperParams]:
+    """The N random initial candidates of Algorithm 1: lambda and m uniform in their intervals,
+    k and p uniform integers in 1..K and 1..P."""
+    return [HyperParams(float(rng.uniform(*space.lam)), float(rng.uniform(*space.margin)),
+                        int(rng.integers(1, space.k_max + 1)),
+                        int(rng.integers(1, space.p_max + 1)))
+            for _ in range(count)]
+
+
+# --------------------------------------------------------------------------- Eq. 9
+@dataclass(frozen=True)
+class LossDrop:
+    """The exploration summary behind Eq. 9: mean loss of each half and the objective f(w)."""
+
+    first: float
+    second: float
+    value: float
+
+
+def loss_drop_objective(epoch_losses: list[float], expected_drop: float) -> LossDrop:
+    """PLA Eq. 9: ``f(w) = |(L_t - L_t') / L_t - ED|``.
+
+    ``L_t`` and ``L_t'`` are the mean per-epoch losses of the first and second half of the
+    exploration (epochs 1-10 and 11-20 in the paper). With an odd number of epochs the middle one
+    belongs to neither half, so both means cover the same number of epochs.
+    """
+    half = len(epoch_losses) // 2
+    if half < 1:
+        raise ValueError(f"Eq. 9 needs at least 2 exploration epochs, got {len(epoch_losses)}")
+    first = float(np.mean(epoch_losses[:half]))
+    second = float(np.mean(epoch_losses[-half:]))
+    if not (math.isfinite(first) and math.isfinite(second)) or first <= 0:
+        raise ValueError(f"Eq. 9 needs a positive finite first-half loss, got {first} "
+                         f"(second half {second}); a model without a cross-entropy head needs "
+                         "pla.lambda_range above 0")
+    return LossDrop(first, second, abs((first - second) / first - expected_drop))
+
+
+# --------------------------------------------------------------------------- budget
+def exploitation_length(cfg: Config, origin: int, explored_before: int,
+                        num_candidates: int) -> int:
+    """Epochs the round starting at epoch ``origin`` exploits within the budget M (0: none).
+
+    ``explored_before`` counts exploration epochs of earlier rounds; with
+    ``pla.count_exploration`` they and this round's ``num_candidates * explore_epochs`` are
+    charged to M as well.
+    """
+    pla = cfg.pla
+    spent = origin
+    if pla.count_exploration:
+        spent += explored_before + num_candidates * pla.explore_epochs
+    return max(0, min(pla.exploit_epochs, pla.max_epochs - spent))
+
+
+# --------------------------------------------------------------------------- Optuna (Eq. 6-8)
+class ExpectedImprovementSampler(GPSampler):
+    """Optuna's GP sampler as the Bayesian optimisation of PLA Eq. 6-8.
+
+    - Eq. 6: the GP posterior given the round's (w, f(w)). Optuna standardises f, uses a
+      Matern-5/2 kernel with one length scale per dimension (the paper's Gaussian kernel with a
+      bandwidth matrix B "calculated from given samples"; here B is fitted by maximum a-posteriori
+      marginal likelihood) and a fitted noise term, since f is measured on noisy mini-batches.
+      k and p are integer dimensions.
+    - Eq. 7-8: EI against the best f of the round, in closed form (Optuna evaluates its logarithm
+      for numerical stability; f is minimised, so Z is taken with the opposite sign).
+    - "A fixed-size of new hyper-parameters are sampled where the one that maximizes EI is
+      chosen": ``ei_samples`` quasi-random candidates are scored and the best one is refined by
+      Optuna's local search (L-BFGS-B for lambda and m, line search for k and p).
+
+    ``_n_preliminary_samples`` and ``_optimize_acqf`` are the extension points GPSampler
+    documents for changing its acquisition optimisation (pinned Optuna version in
+    constraints.txt). ``last_log_ei`` is the log-EI (standardised units) of the last proposal.
+    """
+
+    def __init__(self, seed: int, ei_samples: int) -> None:
+        super().__init__(seed=seed, n_startup_trials=1, warn_independent_sampling=False)
+        self._n_preliminary_samples = ei_samples
+        self.last_log_ei: float | None = None
+
+    def _optimize_acqf(self, acqf: Any, best_params: np.ndarray | None) -> np.ndarray:
+        params = super()._optimize_acqf(acqf, best_params)
+        self.last_log_ei = float(acqf.eval_acqf_no_grad(params[None, :])[0])
+        return params
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """w' chosen by expected improvement, with what the choice was based on."""
+
+    w: HyperParams
+    log_ei: float | None
+    incumbent: int
+    incumbent_f: float
+
+    def record(self) -> dict[str, Any]:
+        return {"w": self.w.as_dict(), "log_ei": self.log_ei, "incumbent": self.incumbent,
+                "incumbent_f": self.incumbent_f}
+
+
+class RoundStudy:
+    """The Optuna study of one round (``round-NNN`` in ``pla_study.db``).
+
+    One trial per exploration (COMPLETE with value f(w), or FAIL when the loss diverged), tagged
+    with the candidate's index, and one trial holding the proposal w' (``role=proposal``; told
+    PRUNED because w' is evaluated only as a candidate of the next round).
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, index: int, space: SearchSpace,
+                 seed: int, ei_samples: int) -> None:
+        self.space = space
+        self.sampler = ExpectedImprovementSampler(seed=seed + index, ei_samples=ei_samples)
+        self.study = optuna.create_study(storage=storage, study_name=f"round-{index:03d}",
+                                         direction="minimize", sampler=self.sampler,
+                                         load_if_exists=True)
+
+    def explorations(self) -> dict[int, FrozenTrial]:
+        """Finished explorations (COMPLETE or FAIL) by candidate index."""
+        return {t.user_attrs["candidate"]: t for t in self.study.get_trials(deepcopy=False)
+                if "candidate" in t.user_attrs
+                and t.state in (TrialState.COMPLETE, TrialState.FAIL)}
+
+    def record_exploration(self, index: int, w: HyperParams, losses: list[float] | None,
+                           drop: LossDrop | None) -> None:
+        attrs: dict[str, Any] = {"candidate": index, "losses": losses}
+        if drop is not None:
+            attrs.update(loss_first=drop.first, loss_second=drop.second)
+        self.study.add_trial(create_trial(
+            params=w.as_dict(), distributions=self.space.distributions(),
+            value=None if drop is None else drop.value, user_attrs=attrs,
+            state=TrialState.COMPLETE if drop is not None else TrialState.FAIL))
+
+    def proposal(self) -> Proposal | None:
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
+            if trial.user_attrs.get("role") == "proposal":
+                return Proposal(HyperParams.from_dict(trial.params), trial.user_attrs["log_ei"],
+                                trial.user_attrs["incumbent"], trial.user_attrs["incumbent_f"])
+        return None
+
+    def propose(self) -> Proposal:
+        """Fit the GP to the round's explorations and choose w' by expected improvement."""
+        done = [t for t in self.explorations().values() if t.state == TrialState.COMPLETE]
+        if not done:
+            raise RuntimeError(f"PLA {self.study.study_name}: every exploration diverged "
+                               "(non-finite loss); lower optim.lr or narrow the pla ranges")
+        for stale in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            self.study.tell(stale.number, state=TrialState.FAIL)
+        best = min(done, key=lambda t: t.value)
+        self.sampler.last_log_ei = None
+        trial = self.study.ask(self.space.distributions())
+        proposal = Proposal(HyperParams.from_dict(trial.params), self.sampler.last_log_ei,
+                            best.user_attrs["candidate"], float(best.value))
+        for key, value in {"role": "proposal", "log_ei": proposal.log_ei,
+                           "incumbent": proposal.incumbent,
+                           "incumbent_f": proposal.incumbent_f}.items():
+            trial.set_user_attr(key, value)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        return proposal
+
+
+def open_storage(run_dir: Path, fresh: bool = False) -> optuna.storages.RDBStorage:
+    """The run's SQLite study storage (``pla_study.db``), created on first use. ``fresh`` drops
+    the studies of an earlier attempt that died before its first checkpoint."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        (run_dir / STUDY_FILE).unlink(missing_ok=True)
+    return optuna.storages.RDBStorage(f"sqlite:///{(run_dir / STUDY_FILE).resolve()}")
+
+
+# --------------------------------------------------------------------------- driver state
+@dataclass
+class RoundState:
+    """Driver progress, saved as the checkpoint's ``extra`` (plain data only)."""
+
+    round: int
+    origin: int
+    explored_epochs: int
+    candidates: list[HyperParams]
+    losses: list[float] = dataclasses.field(default_factory=list)
+    best_loss: float | None = None
+    best_epoch: int | None = None
+
+    def to_progress(self) -> dict[str, Any]:
+        return {"pla": {"round": self.round, "origin": self.origin,
+                        "explored_epochs": self.explored_epochs,
+                        "candidates": [w.as_dict() for w in self.candidates],
+                        "losses": list(self.losses), "best_loss": self.best_loss,
+                        "best_epoch": self.best_epoch}}
+
+    @classmethod
+    def from_progress(cls, progress: dict[str, Any]) -> RoundState:
+        if "pla" not in progress:
+            raise RuntimeError("--resume: the checkpoint holds no PLA progress (it was not "
+                               "written by train.method = pla)")
+        state = dict(progress["pla"])
+        state["candidates"] = [HyperParams.from_dict(w) for w in state["candidates"]]
+        return cls(**state)
+
+    def next_round(self, proposal: HyperParams, epoch: int, explore_epochs: int) -> RoundState:
+        """The following round: W plus w', starting at ``epoch``."""
+        return RoundState(self.round + 1, epoch,
+                          self.explored_epochs + len(self.candidates) * explore_epochs,
+                          [*self.candidates, proposal])
+
+
+# --------------------------------------------------------------------------- the driver
+def explore(trainer: Trainer, objective: Objective, epochs: int) -> list[float] | None:
+    """Algorithm 1 exploration: ``epochs`` epochs from the current state; the per-epoch mean
+    losses, or None when the loss became non-finite. The caller restores the state."""
+    try:
+        return [trainer.train_epoch(objective).loss for _ in range(epochs)]
+    except NonFiniteLossError:
+        return None
+
+
+def run_pla(trainer: Trainer, objective: Objective, log: MetricsLog,
+            progress: dict[str, Any]) -> None:
+    """Train with PLA Algorithm 1 (see the module docstring); ``progress`` resumes a run.
+
+    Under torchrun every process trains; the per-epoch losses are already averaged over the
+    processes, so each computes the same f(w). Rank 0 alone owns the study and its decisions
+    (which explorations are finished, the proposal w') reach the others by broadcast.
+    """
+    cfg = trainer.cfg
+    if objective.metric != METRIC:
+        raise ConfigError(f"train.method = pla needs loss.metric = {METRIC!r} (PLA Eq. 3-4), "
+                          f"got {objective.metric!r}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace.from_config(cfg)
+    storage = open_storage(trainer.run_dir, fresh=not progress) if trainer.is_main else None
+    if progress:
+        state = RoundState.from_progress(progress)
+    else:
+        candidates = sample_candidates(space, cfg.pla.initial_candidates,
+                                       np.random.default_rng(cfg.train.seed))
+        state = RoundState(0, trainer.epoch, 0, candidates)
+        trainer.save_checkpoint(extra=state.to_progress())
+        log.write("pla_start", epoch=trainer.epoch, space=dataclasses.asdict(space),
+                  candidates=[w.as_dict() for w in candidates])
+    while exploitation_length(cfg, state.origin, state.explored_epochs,
+                              len(state.candidates)) > 0:
+        if cfg.pla.schedule_scope == "round":
+            trainer.schedule_start = state.origin
+        study = (RoundStudy(storage, state.round, space, cfg.train.seed, cfg.pla.ei_samples)
+                 if storage is not None else None)
+        proposal = _decide(study, RoundStudy.proposal)
+        if proposal is None:
+            _explore_round(trainer, objective, log, state, study)
+            proposal = _decide(study, RoundStudy.propose)
+            log.write("pla_proposal", epoch=state.origin, round=state.round,
+                      **proposal.record())
+        _exploit(trainer, objective, log, state, proposal.w)
+        if cfg.pla.continue_from == "best" and state.best_epoch != trainer.epoch:
+            _continue_from_best(trainer)
+        record = (_round_record(state, study, proposal, trainer.epoch)
+                  if study is not None else {})
+        state = state.next_round(proposal.w, trainer.epoch, cfg.pla.explore_epochs)
+        trainer.save_checkpoint(extra=state.to_progress())
+        log.write("pla_round", **record)
+
+
+def _decide(study: RoundStudy | None, decide: Callable[[RoundStudy], T]) -> T:
+    """``decide(study)`` on rank 0, which alone holds the study; every process gets the result."""
+    return main_process_result(lambda: decide(study))
+
+
+def _explore_round(trainer: Trainer, objective: Objective, log: MetricsLog, state: RoundState,
+                   study: RoundStudy | None) -> None:
+    """Explore every candidate not yet explored in this round, restoring after each.
+
+    ``study`` is None on the processes other than rank 0, which only train.
+    """
+    if trainer.epoch != state.origin:
+        raise RuntimeError(f"PLA round {state.round}: exploration must start at the round's "
+                           f"epoch {state.origin}, but the trainer is at {trainer.epoch}")
+    pla = trainer.cfg.pla
+    finished = _decide(study, lambda s: set(s.explorations()))
+    snapshot = trainer.snapshot()
+    for index, w in enumerate(state.candidates):
+        if index in finished:
+            continue
+        losses = explore(trainer, w.objective(objective), pla.explore_epochs)
+        trainer.restore(snapshot)
+        drop = None if losses is None else loss_drop_objective(losses, pla.expected_drop)
+        if study is not None:
+            study.record_exploration(index, w, losses, drop)
+        log.write("pla_explore", epoch=state.origin, round=state.round, candidate=index,
+                  w=w.as_dict(), losses=losses, f=None if drop is None else drop.value)
+
+
+def _exploit(trainer: Trainer, objective: Objective, log: MetricsLog, state: RoundState,
+             w: HyperParams) -> None:
+    """Algorithm 1 exploitation with w'; the lowest-loss epoch goes to ``best.pt``."""
+    cfg = trainer.cfg
+    length = exploitation_length(cfg, state.origin, state.explored_epochs, len(state.candidates))
+    end = state.origin + length
+    if trainer.epoch != state.origin + len(state.losses):
+        raise RuntimeError(f"PLA round {state.round}: the checkpoint is at epoch "
+                           f"{trainer.epoch} but the progress record has "
+                           f"{len(state.losses)} exploitation epochs from epoch {state.origin}")
+    exploit_objective = w.objective(objective)
+    while trainer.epoch < end:
+        stats = trainer.train_epoch(exploit_objective)
+        log_epoch(log, stats, round=state.round)
+        state.losses.append(stats.loss)
+        if state.best_loss is None or stats.loss < state.best_loss:
+            state.best_loss, state.best_epoch = stats.loss, trainer.epoch
+            trainer.save_checkpoint(extra={"round": state.round, "w": w.as_dict(),
+                                           "loss": stats.loss, "epoch": trainer.epoch},
+                                    path=_best_path(trainer))
+        if trainer.epoch % cfg.train.checkpoint_every == 0 or trainer.epoch == end:
+            trainer.save_checkpoint(extra=state.to_progress())
+        if cfg.train.eval_every and trainer.epoch % cfg.train.eval_every == 0:
+            log.write("eval", epoch=trainer.epoch, **evaluate_trainer(trainer))
+
+
+def _best_path(trainer: Trainer) -> Path:
+    return trainer.run_dir / "checkpoints" / BEST_CHECKPOINT
+
+
+def _continue_from_best(trainer: Trainer) -> None:
+    """Take weights and optimiser moments from ``best.pt``; the epoch counter, sampler and RNGs
+    carry on from the last epoch."""
+    best = load_checkpoint(_best_path(trainer), map_location=trainer.device)["trainer"]
+    trainer.load_state_dict({**trainer.state_dict(), "model": best["model"],
+                             "optimizer": best["optimizer"]})
+
+
+def _round_record(state: RoundState, study: RoundStudy, proposal: Proposal,
+                  epoch: int) -> dict[str, Any]:
+    """The ``pla_round`` log record: candidates with f(w), the EI choice and the exploitation."""
+    explored = study.explorations()
+    candidates = []
+    for index, w in enumerate(state.candidates):
+        trial = explored[index]
+        candidates.append({"index": index, "w": w.as_dict(), "f": trial.value,
+                           "loss_first": trial.user_attrs.get("loss_first"),
+                           "loss_second": trial.user_attrs.get("loss_second")})
+    return {"epoch": epoch, "round": state.round, "origin": state.origin,
+            "candidates": candidates, "proposal": proposal.record(),
+            "exploit_losses": list(state.losses), "best_loss": state.best_loss,
+            "best_epoch": state.best_epoch}

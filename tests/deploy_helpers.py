@@ -1,0 +1,54 @@
+"""Small run folders for the deployment tests (profile, export, search, report): a synthetic
+dataset and a bundle of an untrained tiny network, written without training."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from progreid.bundle import Projection, save_bundle
+from progreid.config import load_config, save_config
+from progreid.data.synthetic import generate_pedestrians
+from progreid.models import build_model
+from progreid.training.metrics_log import MetricsLog
+
+HEIGHT, WIDTH = 64, 32
+TRAIN_IDS = 12
+
+
+def synthetic_data(root: Path) -> Path:
+    """24 identities (12 for training), 6 cameras, 5 distractors, 64 x 32 images."""
+    return generate_pedestrians(root, identities=24, train_identities=TRAIN_IDS, distractors=5,
+                                height=HEIGHT, width=WIDTH, seed=0)
+
+
+def make_run(run_dir: Path, data_root: Path, name: str = "baseline", pca_dim: int | None = 16,
+             metric: str = "euclidean", height: int = HEIGHT, seed: int = 0) -> Path:
+    """A run folder as training leaves it (config, model.pt, metrics.jsonl, results.json)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(None, [f"data.root={data_root}", f"data.height={height}",
+                             f"data.width={WIDTH}", f"model.name={name}",
+                             "model.backbone=resnet18", "model.width=0.125",
+                             f"eval.metric={metric}", f"train.output_dir={run_dir}"])
+    save_config(cfg, run_dir / "config.yaml")
+    torch.manual_seed(seed)
+    model = build_model(TRAIN_IDS, **asdict(cfg.model)).eval()
+    projection = None
+    if pca_dim is not None:
+        dim = model.embedding_dim
+        components = torch.linalg.qr(torch.randn(dim, pca_dim))[0].T.contiguous()
+        projection = Projection(0.1 * torch.randn(dim), components)
+    save_bundle(run_dir / "model.pt", cfg, model, TRAIN_IDS, projection)
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    for epoch in range(1, 5):
+        log.write("epoch", epoch=epoch, loss=3.0 - 0.4 * epoch, ce=2.0 - 0.3 * epoch,
+                  metric=1.0 - 0.1 * epoch, acc=0.15 * epoch, lr=1e-3)
+    log.write("eval", epoch=4, rank1=55.0, mAP=41.0)
+    cmc = [min(100.0, 55.0 + 2.5 * i) for i in range(50)]
+    (run_dir / "results.json").write_text(json.dumps(
+        {"epoch": 4, "rank1": 55.0, "rank5": 65.0, "rank10": 77.5, "rank20": 100.0,
+         "mAP": 41.0, "mINP": 20.0, "num_valid": 36, "cmc": cmc}))
+    return run_dir

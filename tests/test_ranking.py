@@ -1,0 +1,197 @@
+"""evaluate / evaluate_features against a brute-force stable-sort reference (DESIGN.md rules)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from progreid.evaluation import RankingResult, evaluate, evaluate_features, pairwise_distance
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: intra-op threads only add overhead (a lot on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reference(distmat, q_pids, g_pids, q_cams, g_cams, max_rank):
+    """Per query: stable argsort, drop junk, read CMC / AP / INP off the match flags."""
+    cmcs, aps, inps, skipped = [], [], [], 0
+    for q in range(distmat.shape[0]):
+        order = np.argsort(distmat[q], kind="stable")
+        junk = (g_pids[order] == q_pids[q]) & (g_cams[order] == q_cams[q])
+        hits = (g_pids[order] == q_pids[q])[~junk]
+        if not hits.any():
+            skipped += 1
+            continue
+        positions = np.flatnonzero(hits) + 1
+        cmcs.append([float(positions[0] <= k) for k in range(1, max_rank + 1)])
+        aps.append(np.mean(np.arange(1, len(positions) + 1) / positions))
+        inps.append(len(positions) / positions[-1])
+    if not aps:
+        return None
+    return np.mean(cmcs, axis=0), float(np.mean(aps)), float(np.mean(inps)), len(aps), skipped
+
+
+def assert_same(result: RankingResult, expected) -> None:
+    cmc, mean_ap, mean_inp, valid, skipped = expected
+    assert result.cmc.shape == cmc.shape
+    np.testing.assert_allclose(result.cmc, cmc, rtol=0, atol=1e-12)
+    assert result.mAP == pytest.approx(mean_ap, rel=0, abs=1e-12)
+    assert result.mINP == pytest.approx(mean_inp, rel=0, abs=1e-12)
+    assert (result.num_valid, result.num_skipped) == (valid, skipped)
+    assert 0 <= result.mINP <= 1 and 0 <= result.mAP <= 1 and np.all(np.diff(result.cmc) >= 0)
+
+
+@st.composite
+def problems(draw, max_query=6, max_gallery=25):
+    """Few identities (0 = distractor) and cameras: junk, distractors, queries without match."""
+    num_q = draw(st.integers(1, max_query))
+    num_g = draw(st.integers(1, max_gallery))
+    ids = st.integers(0, 3)
+    cams = st.integers(0, 2)
+    q_pids = np.array(draw(st.lists(ids, min_size=num_q, max_size=num_q)))
+    g_pids = np.array(draw(st.lists(ids, min_size=num_g, max_size=num_g)))
+    q_cams = np.array(draw(st.lists(cams, min_size=num_q, max_size=num_q)))
+    g_cams = np.array(draw(st.lists(cams, min_size=num_g, max_size=num_g)))
+    max_rank = draw(st.integers(1, 30))
+    return q_pids, g_pids, q_cams, g_cams, max_rank
+
+
+def check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank, **kwargs) -> None:
+    expected = reference(np.asarray(distmat), q_pids, g_pids, q_cams, g_cams, max_rank)
+    if expected is None:
+        with pytest.raises(ValueError, match="no"):
+            evaluate(distmat, q_pids, g_pids, q_cams, g_cams, max_rank, **kwargs)
+    else:
+        assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams, max_rank, **kwargs),
+                    expected)
+
+
+def draw_matrix(data, rows: int, cols: int, values) -> np.ndarray:
+    flat = data.draw(st.lists(values, min_size=rows * cols, max_size=rows * cols))
+    return np.array(flat, dtype=np.float64).reshape(rows, cols)
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems(), st.data())
+def test_evaluate_matches_stable_sort_reference_with_ties(problem, data):
+    q_pids, g_pids, q_cams, g_cams, max_rank = problem
+    # integer distances: many ties, ordered by gallery index
+    distmat = draw_matrix(data, len(q_pids), len(g_pids), st.integers(0, 4))
+    chunk = data.draw(st.sampled_from([None, 1, 2, 5]))
+    check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank, chunk=chunk)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.integers(0, 2**32 - 1))
+def test_evaluate_matches_reference_on_float32_distances(problem, seed):
+    q_pids, g_pids, q_cams, g_cams, max_rank = problem
+    rng = np.random.default_rng(seed)
+    distmat = rng.random((len(q_pids), len(g_pids))).astype(np.float32)
+    distmat[:, rng.random(len(g_pids)) < 0.3] = 0.5  # whole tied columns
+    check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank)
+    check(torch.from_numpy(distmat), q_pids, g_pids, q_cams, g_cams, max_rank)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(max_query=8, max_gallery=20), st.integers(1, 3), st.data())
+def test_evaluate_features_equals_full_matrix(problem, dim, data):
+    """Integer features make every distance exact, so chunked and full must agree exactly."""
+    q_pids, g_pids, q_cams, g_cams, max_rank = problem
+    query = draw_matrix(data, len(q_pids), dim, st.integers(-2, 2)).astype(np.float32)
+    gallery = draw_matrix(data, len(g_pids), dim, st.integers(-2, 2)).astype(np.float32)
+    chunk = data.draw(st.sampled_from([None, 1, 3]))
+    expected = reference(pairwise_distance(query, gallery).numpy(), q_pids, g_pids, q_cams,
+                         g_cams, max_rank)
+    if expected is None:
+        with pytest.raises(ValueError):
+            evaluate_features(query, gallery, q_pids, g_pids, q_cams, g_cams, chunk=chunk,
+                              max_rank=max_rank)
+        return
+    assert_same(evaluate_features(query, gallery, q_pids, g_pids, q_cams, g_cams, chunk=chunk,
+                                  max_rank=max_rank), expected)
+
+
+def test_hand_computed_example_ties_by_gallery_index():
+    # gallery:   0: match  1: junk  2: other  3: match (tied with 2)  4: distractor
+    distmat = np.array([[0.4, 0.1, 0.2, 0.2, 0.05]])
+    result = evaluate(distmat, [7], [7, 7, 3, 7, 0], [0], [1, 0, 1, 2, 1], max_rank=5)
+    # valid ranking: 4 (0.05), 2 (0.2, index 2 before 3), 3 (0.2), 0 (0.4): matches at 3 and 4
+    np.testing.assert_array_equal(result.cmc, [0, 0, 1, 1, 1])
+    assert result.mAP == pytest.approx((1 / 3 + 2 / 4) / 2)
+    assert result.mINP == pytest.approx(2 / 4)
+    assert (result.num_valid, result.num_skipped) == (1, 0)
+
+
+def test_larger_random_problem_across_chunks():
+    rng = np.random.default_rng(3)
+    q_pids, g_pids = rng.integers(1, 30, 70), rng.integers(0, 30, 400)
+    q_cams, g_cams = rng.integers(0, 6, 70), rng.integers(0, 6, 400)
+    distmat = rng.random((70, 400)).astype(np.float32)
+    expected = reference(distmat, q_pids, g_pids, q_cams, g_cams, 50)
+    for chunk in (None, 1, 7, 64):
+        assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams, chunk=chunk), expected)
+
+
+def test_cosine_metric_and_torch_inputs():
+    rng = np.random.default_rng(4)
+    query, gallery = rng.standard_normal((9, 5)), rng.standard_normal((40, 5))
+    q_pids, g_pids = rng.integers(0, 4, 9), rng.integers(0, 4, 40)
+    q_cams, g_cams = rng.integers(0, 2, 9), rng.integers(0, 2, 40)
+    dist = pairwise_distance(query, gallery, "cosine").numpy()
+    unit_q = query / np.linalg.norm(query, axis=1, keepdims=True)
+    unit_g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    np.testing.assert_allclose(dist, 1 - unit_q @ unit_g.T, atol=1e-5)
+    result = evaluate_features(torch.from_numpy(query), torch.from_numpy(gallery),
+                               torch.from_numpy(q_pids), g_pids.tolist(), q_cams, g_cams,
+                               metric="cosine")
+    assert_same(result, reference(dist, q_pids, g_pids, q_cams, g_cams, 50))
+
+
+def test_euclidean_distance_is_plain_not_squared():
+    dist = pairwise_distance(np.array([[0.0, 0.0]]), np.array([[3.0, 4.0], [0.0, 0.0]]))
+    assert dist.dtype == torch.float32
+    np.testing.assert_allclose(dist.numpy(), [[5.0, 0.0]])
+
+
+def test_integer_and_half_distances_are_accepted():
+    q_pids, g_pids, q_cams, g_cams = [1, 2], [1, 2, 1], [0, 0], [1, 1, 1]
+    ints = np.array([[3, 1, 2], [0, 5, 5]])
+    expected = reference(ints, *map(np.array, (q_pids, g_pids, q_cams, g_cams)), 3)
+    assert_same(evaluate(ints, q_pids, g_pids, q_cams, g_cams, 3), expected)
+    assert_same(evaluate(torch.tensor(ints, dtype=torch.float16), q_pids, g_pids, q_cams,
+                         g_cams, 3), expected)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"distmat": np.zeros(3)}, ValueError, "2-D"),
+    ({"query_pids": [1]}, ValueError, "query_pids has shape"),
+    ({"gallery_camids": [0, 1]}, ValueError, "gallery_camids has shape"),
+    ({"query_pids": [1.0, 2.0]}, TypeError, "integers"),
+    ({"max_rank": 0}, ValueError, "max_rank"),
+    ({"chunk": 0}, ValueError, "chunk"),
+    ({"distmat": np.array([[np.nan, 1.0, 2.0], [0.0, 1.0, 2.0]])}, ValueError, "NaN"),
+    ({"query_pids": [5, 6]}, ValueError, "none of the 2 queries"),
+])
+def test_bad_input_is_reported(kwargs, error, message):
+    args = {"distmat": np.ones((2, 3)), "query_pids": [1, 2], "gallery_pids": [1, 2, 1],
+            "query_camids": [0, 0], "gallery_camids": [1, 1, 1]}
+    args.update(kwargs)
+    with pytest.raises(error, match=message):
+        evaluate(**args)
+
+
+def test_feature_errors_name_the_problem():
+    with pytest.raises(ValueError, match="dimension"):
+        evaluate_features(np.ones((2, 3)), np.ones((3, 4)), [1, 2], [1, 2, 1], [0, 0], [1, 1, 1])
+    with pytest.raises(ValueError, match="metric"):
+        pairwise_distance(np.ones((2, 3)), np.ones((3, 3)), metric="manhattan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        pairwise_distance(np.full((1, 2), np.inf), np.ones((3, 2)))
