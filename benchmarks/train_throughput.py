@@ -7,8 +7,10 @@ Rows (images per second over the same number of PK batches):
                  Adam on CUDA): shows how much of the gain is the input pipeline.
   progreid       ``Trainer.train_epoch`` with the decoded-image cache and batched augmentation on
                  the device (bf16/channels_last/fused Adam by default on CUDA).
-  bare loop      forward/backward/step over the very batches of the progreid epoch, held in
-                 memory on the device: the trainer's overhead is its time above this loop.
+  bare loop      forward/backward/step over the very batches of the progreid epoch, already
+                 augmented, held in memory on the device.
+  bare+augment   the same uint8 batches in memory, augmented in the loop as the trainer does:
+                 the trainer's own overhead (data reading, bookkeeping) is its time above this.
 
 The data are synthetic pedestrians written to a temporary folder (Market-1501 layout, JPEGs at
 Market's native 128 x 64), so the script runs anywhere, also offline. On CPU (defaults):
@@ -24,6 +26,7 @@ On a GPU, the issue's setting (ResNet-50 at 256 x 128, batch 128 = P 32 x K 4):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -111,16 +114,20 @@ def standard_loader(dataset: ReIDDataset, cfg: Config, batches: int, workers: in
 
 # ---------------------------------------------------------------- a bare training step
 class Step:
-    """forward / loss / backward / optimiser step, nothing else."""
+    """(augment) / forward / loss / backward / optimiser step, nothing else."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective,
-                 device: torch.device, amp: bool, channels_last: bool) -> None:
+                 device: torch.device, amp: bool, channels_last: bool,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.model, self.optimizer, self.objective = model, optimizer, objective
         self.device, self.amp, self.channels_last = device, amp, channels_last
+        self.augment = augment
 
     def __call__(self, images: torch.Tensor, pids: torch.Tensor) -> None:
         images = images.to(self.device, non_blocking=True)
         pids = pids.to(self.device, non_blocking=True)
+        if self.augment is not None:
+            images = self.augment(images)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
@@ -192,16 +199,23 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         loader = standard_loader(dataset, cfg, args.warmup + args.steps, args.workers)
         record("standard+step", time_steps(step, loader, args.warmup, device))
 
-        # The bare loop runs the very batches of the trainer's next epoch.
-        batches = list(trainer.batches())
-        model = fresh_model(cfg, num_classes, device, trainer.channels_last)
-        forward = torch.compile(model) if args.compile else model
-        step = Step(forward, build_optimizer(model, cfg, device), objective, device,
-                    trainer.amp, channels_last=False)
-        for images, pids in batches[:args.warmup]:
-            step(images, pids)
-        record("bare loop", time_steps(step, batches, 0, device))
-        del batches
+        # The bare loops run the very batches of the trainer's next epoch, held in memory on
+        # the device: already augmented, or as uint8 and augmented in the loop.
+        augmented = list(trainer.batches())
+        trainer.sampler.set_epoch(trainer.epoch)
+        raw = [(images.to(device), pids) for images, pids, *_ in trainer.loader]
+        generator = torch.Generator(device=device).manual_seed(0)
+        for name, batches, augment in (
+                ("bare loop", augmented, None),
+                ("bare+augment", raw, functools.partial(trainer.augment, generator=generator))):
+            model = fresh_model(cfg, num_classes, device, trainer.channels_last)
+            forward = torch.compile(model) if args.compile else model
+            step = Step(forward, build_optimizer(model, cfg, device), objective, device,
+                        trainer.amp, trainer.channels_last, augment)
+            for images, pids in batches[:args.warmup]:
+                step(images, pids)
+            record(name, time_steps(step, batches, 0, device))
+        del augmented, raw
 
         sync(device)
         start = time.perf_counter()
@@ -239,8 +253,9 @@ def report(result: dict, print_fn: Callable[[str], None] = print) -> None:
     for name, value in ips.items():
         print_fn(f"{name:<16}{value:>12.1f}")
     print_fn(f"progreid / standard: {ips['progreid'] / ips['standard']:.2f}x")
-    print_fn(f"trainer overhead over the bare loop: "
-             f"{100 * (ips['bare loop'] / ips['progreid'] - 1):+.1f}% time")
+    for bare in ("bare loop", "bare+augment"):
+        print_fn(f"progreid trainer time over {bare}: "
+                 f"{100 * (ips[bare] / ips['progreid'] - 1):+.1f}%")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

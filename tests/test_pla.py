@@ -169,6 +169,24 @@ def test_round_study_with_every_exploration_diverged(tmp_path: Path) -> None:
         study.propose()
 
 
+def test_round_study_with_fixed_dimensions(tmp_path: Path) -> None:
+    """ablation-triplet.yaml fixes lambda at 1 (and K may be 1): those stay fixed in w'."""
+    space = SearchSpace((1.0, 1.0), (-0.1, 0.3), 1, 16)
+    study = RoundStudy(open_storage(tmp_path), 0, space, seed=0, ei_samples=32)
+    for index, w in enumerate(sample_candidates(space, 3, np.random.default_rng(0))):
+        study.record_exploration(index, w, [1.0, 0.9], pla.LossDrop(1.0, 0.9, w.margin + 0.5))
+    w = study.propose().w
+    assert (w.lam, w.k) == (1.0, 1) and -0.1 <= w.margin <= 0.3 and 1 <= w.p <= 16
+
+
+def test_diverged_exploration_is_reported_not_raised() -> None:
+    class Diverging:
+        def train_epoch(self, objective):
+            raise pla.NonFiniteLossError("loss became nan")
+
+    assert pla.explore(Diverging(), Objective(), 4) is None
+
+
 # ----------------------------------------------------------------------------- restoration
 
 @pytest.fixture(scope="module")

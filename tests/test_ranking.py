@@ -8,7 +8,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from progreid.evaluation import RankingResult, evaluate, evaluate_features, pairwise_distance
+from progreid.evaluation import (
+    RankingResult,
+    evaluate,
+    evaluate_features,
+    pairwise_distance,
+    ranking,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -130,7 +136,9 @@ def test_hand_computed_example_ties_by_gallery_index():
     assert (result.num_valid, result.num_skipped) == (1, 0)
 
 
-def test_larger_random_problem_across_chunks():
+def test_larger_random_problem_across_chunks(monkeypatch):
+    monkeypatch.setattr(ranking, "_CHUNK_ELEMENTS", 2000)  # sub-blocks of 5 queries
+    monkeypatch.setattr(ranking, "_COMPARE_ELEMENTS", 64)  # candidates compared in pieces
     rng = np.random.default_rng(3)
     q_pids, g_pids = rng.integers(1, 30, 70), rng.integers(0, 30, 400)
     q_cams, g_cams = rng.integers(0, 6, 70), rng.integers(0, 6, 400)
@@ -138,6 +146,10 @@ def test_larger_random_problem_across_chunks():
     expected = reference(distmat, q_pids, g_pids, q_cams, g_cams, 50)
     for chunk in (None, 1, 7, 64):
         assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams, chunk=chunk), expected)
+    query, gallery = rng.integers(-3, 4, (70, 4)), rng.integers(-3, 4, (400, 4))
+    expected = reference(pairwise_distance(query, gallery).numpy(), q_pids, g_pids, q_cams,
+                         g_cams, 50)
+    assert_same(evaluate_features(query, gallery, q_pids, g_pids, q_cams, g_cams), expected)
 
 
 def test_cosine_metric_and_torch_inputs():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from progreid.evaluation import pairwise_distance, re_rank, re_rank_features
+from progreid.evaluation import pairwise_distance, re_rank, re_rank_features, rerank
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +98,16 @@ def test_duplicate_features_ties_broken_by_index():
     expected = dense_re_ranking(q_g, q_q, g_g)
     np.testing.assert_allclose(re_rank(q_g, q_q, g_g), expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(re_rank_features(query, gallery, chunk=5), expected, rtol=0,
+                               atol=1e-5)
+
+
+def test_small_work_budgets_give_the_same_result(monkeypatch):
+    """Sets, query expansion and Jaccard sums split into many pieces."""
+    query, gallery = clustered(20, 70, seed=4)
+    expected = dense_re_ranking(*blocks(query, gallery))
+    monkeypatch.setattr(rerank, "_SET_BUDGET", 500)
+    monkeypatch.setattr(rerank, "_PAIR_BUDGET", 300)
+    np.testing.assert_allclose(re_rank_features(query, gallery, chunk=9), expected, rtol=0,
                                atol=1e-5)
 
 

@@ -151,9 +151,9 @@ class PLAConfig:
 class TRCConfig:
     """Progressive hard-sample mining of TRC Sec. IV: a vanilla phase, then a full phase."""
 
-    vanilla_epochs: int = _spec(1500, min=0)
-    full_epochs: int = _spec(1500, min=0)
-    histogram_bins: int = _spec(20, min=2)
+    vanilla_epochs: int = _spec(1500, min=0, help="phase 1: only pairs with d_ap >= min d_an")
+    full_epochs: int = _spec(1500, min=0, help="phase 2: all anchor/positive pairs")
+    histogram_bins: int = _spec(20, min=2, help="bins over [0, 1] of the logged S histogram")
 
 
 @dataclass

@@ -238,23 +238,23 @@ def _perspective_coeffs(src: np.ndarray, dst: np.ndarray) -> tuple[float, ...]:
 def make_camera(index: int, seed: int, height: int, width: int) -> Camera:
     """Camera ``index`` (0-based): strong colour cast and illumination, its own viewpoint."""
     rng = _rng(seed, _STREAM_CAMERA, index)
-    gains = np.exp(rng.uniform(-0.18, 0.18, 3))
+    gains = np.exp(rng.uniform(-0.12, 0.12, 3))
     gains /= gains.mean() ** 0.5
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    gx, gy = rng.uniform(-0.35, 0.35, 2)
+    gx, gy = rng.uniform(-0.25, 0.25, 2)
     light = 1.0 + gx * (xx / width - 0.5) + gy * (yy / height - 0.5)
-    shade = (light[..., None] * gains[None, None, :] * np.exp(rng.uniform(-0.2, 0.15)))
+    shade = (light[..., None] * gains[None, None, :] * np.exp(rng.uniform(-0.15, 0.12)))
     keystone, shear = rng.uniform(-0.12, 0.12), rng.uniform(-0.12, 0.12)
     w, h = float(width), float(height)
     dst = np.array([[0, 0], [w, 0], [w, h], [0, h]])
     src = np.array([[-keystone * w + shear * w, 0], [w + keystone * w + shear * w, 0],
                     [w - keystone * w, h], [keystone * w, h]])
     return Camera(
-        shade=shade.astype(np.float32), gamma=float(rng.uniform(0.8, 1.25)),
-        saturation=float(rng.uniform(0.6, 1.2)), blur=float(rng.uniform(0.0, 0.8)),
+        shade=shade.astype(np.float32), gamma=float(rng.uniform(0.85, 1.2)),
+        saturation=float(rng.uniform(0.7, 1.15)), blur=float(rng.uniform(0.0, 0.8)),
         noise=float(rng.uniform(2.0, 5.0)), scale=float(rng.uniform(0.82, 0.95)),
         views=rng.dirichlet(np.full(4, 0.8)),
-        floor=_jitter(rng, PALETTE[_choice(rng, {"gray": 3, "charcoal": 2, "beige": 2})], 20),
+        floor=_muted(rng, 0.4),
         horizon=float(rng.uniform(0.5, 0.8)), perspective=_perspective_coeffs(src, dst),
     )
 
@@ -405,13 +405,13 @@ def _background(rng: np.random.Generator, camera: Camera, height: int,
                 width: int) -> tuple[Image.Image, Colour]:
     """A wall over the camera's floor with clutter, in muted palette colours; also returns the
     wall colour."""
-    wall = _muted(rng, 0.35)
+    wall = _muted(rng, 0.25)
     canvas = Image.new("RGB", (width, height), wall)
     draw = ImageDraw.Draw(canvas)
     draw.rectangle([0, int(camera.horizon * height), width, height],
                    fill=_jitter(rng, camera.floor, 15))
     for _ in range(int(rng.integers(1, 5))):
-        colour = _muted(rng, 0.6)
+        colour = _muted(rng, 0.5)
         x, y = rng.uniform(-0.2, 1.0) * width, rng.uniform(-0.1, 0.9) * height
         w, h = rng.uniform(0.1, 0.5) * width, rng.uniform(0.05, 0.3) * height
         if rng.random() < 0.5:

@@ -26,7 +26,8 @@ import torch
 
 from progreid.evaluation.distance import GalleryDistance, Metric, as_features, as_tensor
 
-_CHUNK_ELEMENTS = 1 << 22  # distances per chunk by default (16 MB of float32)
+_CHUNK_ELEMENTS = 1 << 22  # distances ranked at a time (16 MB of float32)
+_DISTANCE_ELEMENTS = 1 << 26  # default distance block of evaluate_features (256 MB of float32)
 _COMPARE_ELEMENTS = 1 << 22  # (kept non-matches x matches) compared at a time
 
 
@@ -74,7 +75,7 @@ def _not_farther(dist: torch.Tensor, bound: torch.Tensor
     """(row, column, value) of the entries of ``dist`` (B x G, contiguous) not farther than
     ``bound[row]``, NaN included (``not d > bound``) so that the caller sees every NaN.
     On CPU the pass runs in numpy, whose comparison kernel is ~3x faster than torch's here."""
-    if dist.is_cuda:
+    if dist.device.type != "cpu":
         flat = (~(dist > bound[:, None])).view(-1).nonzero().squeeze(1)
     else:
         mask = np.greater(dist.numpy(), bound.numpy()[:, None])
@@ -155,9 +156,10 @@ class _Accumulator:
         self.skipped = 0
 
     def add(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
-        """Account for one chunk: ``dist`` (B x G, contiguous) and the chunk's query labels."""
+        """Account for a block of queries: ``dist`` (B x G, contiguous) and their labels."""
         with _one_thread(dist.device):
-            self._add(dist, q_pids, q_camids)
+            for rows in _chunks(dist.shape[0], max(1, _CHUNK_ELEMENTS // max(dist.shape[1], 1))):
+                self._add(dist[rows], q_pids[rows], q_camids[rows])
 
     def _add(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
         index, is_match = self.gallery.matches(q_pids, q_camids)
@@ -205,9 +207,9 @@ def _labels(num_query: int, num_gallery: int, device: torch.device, **arrays
     return out
 
 
-def _auto_chunk(chunk: int | None, num_gallery: int) -> int:
+def _auto_chunk(chunk: int | None, num_gallery: int, elements: int) -> int:
     if chunk is None:
-        return max(1, _CHUNK_ELEMENTS // max(num_gallery, 1))
+        return max(1, elements // max(num_gallery, 1))
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive number of queries, got {chunk!r}")
     return chunk
@@ -217,7 +219,7 @@ def evaluate(distmat, query_pids, gallery_pids, query_camids, gallery_camids,
              max_rank: int = 50, chunk: int | None = None) -> RankingResult:
     """CMC, mAP and mINP of a Q x G distance matrix (numpy array or torch tensor; a CUDA tensor
     is evaluated on its GPU). ``chunk`` queries are processed at a time (default: about 4M
-    distances per chunk); the result does not depend on it."""
+    distances); the result does not depend on it."""
     dist = as_tensor(distmat, "distmat")
     if dist.dim() != 2:
         raise ValueError(f"distmat must be 2-D (queries x gallery), got shape "
@@ -232,7 +234,7 @@ def evaluate(distmat, query_pids, gallery_pids, query_camids, gallery_camids,
         dist.shape[0], dist.shape[1], dist.device, query_pids=query_pids,
         gallery_pids=gallery_pids, query_camids=query_camids, gallery_camids=gallery_camids)
     acc = _Accumulator(_Gallery(g_pids, g_cams), max_rank, dist.device)
-    for rows in _chunks(dist.shape[0], _auto_chunk(chunk, dist.shape[1])):
+    for rows in _chunks(dist.shape[0], _auto_chunk(chunk, dist.shape[1], _CHUNK_ELEMENTS)):
         acc.add(dist[rows].contiguous(), q_pids[rows], q_cams[rows])
     return acc.result()
 
@@ -241,16 +243,16 @@ def evaluate_features(query_features, gallery_features, query_pids, gallery_pids
                       gallery_camids, metric: Metric = "euclidean", chunk: int | None = None,
                       max_rank: int = 50) -> RankingResult:
     """:func:`evaluate` of :func:`~progreid.evaluation.distance.pairwise_distance` without the
-    Q x G matrix: distances and positions are computed ``chunk`` queries at a time, so memory
-    is bounded by chunk x G (default: about 4M distances). Equal to evaluating the full matrix
-    up to the rounding of the matrix product, which BLAS may block differently per chunk size
-    (bit-identical for integer-valued features)."""
+    Q x G matrix: distances are computed ``chunk`` queries at a time (ranked in smaller
+    blocks), so memory is bounded by chunk x G (default: about 64M distances, 256 MB). Equal
+    to evaluating the full matrix up to the rounding of the matrix product, which BLAS may
+    block differently per chunk size (bit-identical for integer-valued features)."""
     distance = GalleryDistance(gallery_features, metric)
     query = as_features(query_features, "query_features").to(distance.device)
     q_pids, g_pids, q_cams, g_cams = _labels(
         query.shape[0], distance.size, distance.device, query_pids=query_pids,
         gallery_pids=gallery_pids, query_camids=query_camids, gallery_camids=gallery_camids)
     acc = _Accumulator(_Gallery(g_pids, g_cams), max_rank, distance.device)
-    for rows in _chunks(query.shape[0], _auto_chunk(chunk, distance.size)):
+    for rows in _chunks(query.shape[0], _auto_chunk(chunk, distance.size, _DISTANCE_ELEMENTS)):
         acc.add(distance(query[rows]), q_pids[rows], q_cams[rows])
     return acc.result()

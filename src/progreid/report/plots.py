@@ -103,7 +103,7 @@ def accuracy_figure(records: list[Record]) -> Figure | None:
     for label, points in series.items():
         ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 20 else None,
                 label=label)
-    ax.set(xlabel="epoch", ylabel="percent", ylim=(0, 100))
+    ax.set(xlabel="epoch", ylabel="percent", ylim=(0, 100), xlim=(0, None))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     mark_phases(ax, epochs)

@@ -185,13 +185,16 @@ class ExpectedImprovementSampler(GPSampler):
       chosen": ``ei_samples`` quasi-random candidates are scored and the best one is refined by
       Optuna's local search (L-BFGS-B for lambda and m, line search for k and p).
 
-    ``_n_preliminary_samples`` and ``_optimize_acqf`` are the extension points GPSampler
-    documents for changing its acquisition optimisation (pinned Optuna version in
-    constraints.txt). ``last_log_ei`` is the log-EI (standardised units) of the last proposal.
+    ``_n_preliminary_samples`` and ``_optimize_acqf`` are the knobs GPSampler keeps for changing
+    its acquisition optimisation (Optuna 5; an Optuna without them is refused with a clear
+    error). ``last_log_ei`` is the log-EI (standardised units) of the last proposal.
     """
 
     def __init__(self, seed: int, ei_samples: int) -> None:
         super().__init__(seed=seed, n_startup_trials=1, warn_independent_sampling=False)
+        if not hasattr(self, "_n_preliminary_samples"):
+            raise RuntimeError(f"optuna {optuna.__version__}: GPSampler has no "
+                               "_n_preliminary_samples; PLA needs optuna >= 5.0")
         self._n_preliminary_samples = ei_samples
         self.last_log_ei: float | None = None
 
