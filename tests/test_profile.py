@@ -25,7 +25,9 @@ TINY = ModelSpec("tiny", {"name": "baseline", "backbone": "resnet18", "width": 0
 def test_resnet50_at_256x128_is_about_2_7_g_mul_adds_and_mgn_costs_most():
     baseline = COMPARISON[0]
     assert baseline.model == {"name": "baseline", "backbone": "resnet50", "last_stride": 2}
-    mul_adds = [count_inference(spec.build(), 256, 128).mul_adds for spec in COMPARISON]
+    with torch.device("meta"):  # no weights are needed to count
+        models = [spec.build() for spec in COMPARISON]
+    mul_adds = [count_inference(model, 256, 128).mul_adds for model in models]
     assert abs(mul_adds[0] / 2.7e9 - 1.0) < 0.02
     assert mul_adds[0] < mul_adds[1] < mul_adds[2]  # ResNet-50 < PLA (last stride 1) < MGN
 
@@ -65,7 +67,7 @@ def test_inference_parameters_exclude_exactly_the_classifiers(name):
 
 
 def test_cpu_peak_memory_holds_at_least_the_weights():
-    spec = ModelSpec("r18", {"name": "baseline", "backbone": "resnet18"}, 10)
+    spec = ModelSpec("r18", {"name": "baseline", "backbone": "resnet18", "width": 0.5}, 10)
     weights = sum(p.numel() * p.element_size() for p in spec.build().parameters())
     assert peak_memory_cpu(spec, 2, 64, 32) >= weights
 

@@ -123,7 +123,7 @@ def write_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> N
         warnings.simplefilter("ignore", DeprecationWarning)
         # No check_trace (it traces twice more): the file is checked by max_difference instead.
         traced = torch.jit.trace(module, example, check_trace=False)
-    torch.jit.save(traced, str(path))
+        torch.jit.save(traced, str(path))
 
 
 def max_difference(module: nn.Module, path: Path, fmt: Format, height: int, width: int,

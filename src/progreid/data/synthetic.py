@@ -147,7 +147,8 @@ class Person:
 
 @dataclass(frozen=True)
 class Camera:
-    """One camera's imaging: colour cast and illumination map, tone curve, optics, viewpoint."""
+    """One camera's imaging: colour cast and illumination map, tone curve, optics, scene and
+    viewpoint (person scale, perspective, preferred views)."""
 
     shade: np.ndarray  # H x W x 3 multiplicative gain: colour cast times illumination gradient
     gamma: float
@@ -180,7 +181,7 @@ def _jitter(rng: np.random.Generator, colour: Colour, amount: float = 12.0) -> C
     return (int(c[0]), int(c[1]), int(c[2]))
 
 
-def _draw_person(rng: np.random.Generator) -> tuple[Person, tuple[object, ...]]:
+def _random_person(rng: np.random.Generator) -> tuple[Person, tuple[object, ...]]:
     """A random identity and its coarse signature (the attributes a viewer would name)."""
     top_name = _choice(rng, _TOP_WEIGHTS)
     pattern = TOP_PATTERNS[int(rng.choice(len(TOP_PATTERNS),
@@ -218,7 +219,7 @@ def make_identities(count: int, seed: int) -> list[Person]:
     people: list[Person] = []
     signatures: list[tuple[object, ...]] = []
     while len(people) < count:
-        person, sig = _draw_person(rng)
+        person, sig = _random_person(rng)
         if all(sum(a != b for a, b in zip(sig, other, strict=True)) >= 2 for other in signatures):
             people.append(person)
             signatures.append(sig)
@@ -236,10 +237,10 @@ def _perspective_coeffs(src: np.ndarray, dst: np.ndarray) -> tuple[float, ...]:
 
 
 def make_camera(index: int, seed: int, height: int, width: int) -> Camera:
-    """Camera ``index`` (0-based): strong colour cast and illumination, its own viewpoint."""
+    """Camera ``index`` (0-based): its colour cast, illumination, optics, scene and viewpoint."""
     rng = _rng(seed, _STREAM_CAMERA, index)
-    gains = np.exp(rng.uniform(-0.12, 0.12, 3))
-    gains /= gains.mean() ** 0.5
+    log_gains = rng.uniform(-0.12, 0.12, 3)
+    gains = np.exp(log_gains - log_gains.mean())  # a cast that keeps the overall brightness
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     gx, gy = rng.uniform(-0.25, 0.25, 2)
     light = 1.0 + gx * (xx / width - 0.5) + gy * (yy / height - 0.5)
@@ -427,7 +428,7 @@ def _occlude(rng: np.random.Generator, canvas: Image.Image, height: int, width: 
     colour = _jitter(rng, PALETTE[_NAMES[int(rng.integers(len(_NAMES)))]], 15)
     draw = ImageDraw.Draw(canvas)
     if kind == 1:
-        other, _ = _draw_person(rng)
+        other, _ = _random_person(rng)
         ph = height * rng.uniform(0.75, 0.95)
         cx = width * (0.5 + rng.choice([-1, 1]) * rng.uniform(0.5, 0.75))
         render_person(canvas, other, VIEWS[int(rng.integers(4))], cx,
@@ -466,10 +467,12 @@ def render_image(rng: np.random.Generator, person: Person | None, camera: Camera
     enlarges the figure beyond the box, as in a bad detection."""
     canvas, wall = _background(rng, camera, height, width)
     if person is not None:
-        ph = min(0.98, camera.scale * person.height * math.exp(rng.normal(0.0, 0.05))) * height
-        ph *= zoom
-        top = rng.uniform(0.15, 0.85) * (height - ph) if zoom == 1.0 else \
-            rng.uniform(-0.6, 0.1) * ph
+        fit = min(0.98, camera.scale * person.height * math.exp(rng.normal(0.0, 0.05)))
+        ph = fit * height * zoom
+        if zoom == 1.0:
+            top = rng.uniform(0.15, 0.85) * (height - ph)
+        else:
+            top = rng.uniform(-0.6, 0.1) * ph
         cx = width * (0.5 + rng.normal(0.0, 0.04 * zoom))
         view = VIEWS[int(rng.choice(4, p=camera.views))]
         render_person(canvas, person, view, cx, top, ph, rng.uniform(0, 2 * np.pi))
@@ -520,14 +523,14 @@ def _write_images(root: Path, spec: SyntheticSpec) -> dict[str, int]:
                     emit(["query", "multi_query"], pid, cam, shot(pid, cam, index))
                     for extra in range(1, spec.multi_query_images):
                         emit(["multi_query"], pid, cam,
-                             shot(pid, cam, spec.images_per_camera + extra))
+                             shot(pid, cam, spec.images_per_camera + extra - 1))
                 else:
                     emit(["gallery"], pid, cam, shot(pid, cam, index))
     for j in range(spec.distractors):
         rng = _rng(spec.seed, _STREAM_DISTRACTOR, j)
         cam = int(rng.integers(spec.cameras))
         kind = rng.choice(3, p=[0.5, 0.3, 0.2])
-        person = None if kind == 2 else _draw_person(rng)[0]
+        person = None if kind == 2 else _random_person(rng)[0]
         zoom = float(rng.uniform(1.6, 2.4)) if kind == 1 else 1.0
         emit(["gallery"], 0, cam, render_image(rng, person, cams[cam], spec.height, spec.width,
                                                zoom))
@@ -541,8 +544,9 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return manifest if isinstance(manifest, dict) and \
-        manifest.get("format") == MANIFEST_FORMAT else None
+    if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT:
+        return manifest
+    return None
 
 
 def is_current(out_dir: str | os.PathLike, spec: SyntheticSpec) -> bool:
@@ -579,17 +583,28 @@ def write_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec) -> Path:
         atomic_write_json(tmp / MANIFEST_NAME, {"format": MANIFEST_FORMAT,
                                                 "version": GENERATOR_VERSION,
                                                 "spec": asdict(spec), "counts": counts})
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "data")
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
+        _install(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` folder onto ``out``, moving an older ``out`` aside first and
+    back again if the rename fails."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    os.replace(out, aside / "data")
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(aside / "data", out)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def generate_pedestrians(

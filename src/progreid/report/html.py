@@ -17,7 +17,6 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from PIL import Image
 
 from progreid.data.sample import DatasetError
 from progreid.report.plots import FIGURES, MissingDependencyError, new_figure, read_records, spread
-from progreid.search.query import JUNK, STATUS_COLOURS, match_status
+from progreid.search.query import JUNK, STATUS_COLOURS, QueryResult, ranked_results
 from progreid.utils.checkpoint import CheckpointError
 from progreid.utils.io import atomic_write_text
 
@@ -59,23 +58,6 @@ pre { background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 """
 STATUS_CSS = "\n".join(f".ranked-list figure.{status} img {{ border-color: {colour}; }}"
                        for status, colour in STATUS_COLOURS.items() if status)
-
-
-@dataclass(frozen=True)
-class RankedItem:
-    path: Path
-    pid: int
-    camid: int
-    distance: float
-    status: str | None
-
-
-@dataclass(frozen=True)
-class RankedList:
-    query: Path
-    pid: int
-    camid: int
-    items: list[RankedItem]
 
 
 def png_data_uri(png: bytes) -> str:
@@ -110,7 +92,7 @@ def cmc_figure(cmc: Sequence[float]) -> Any:
 
 
 def sample_ranked_lists(run_dir: Path, queries: int = 6, top: int = 10,
-                        device: torch.device | str = "cpu") -> list[RankedList]:
+                        device: torch.device | str = "cpu") -> list[QueryResult]:
     """Rank the run's test gallery for ``queries`` query images spread over the query set,
     with the run's model and evaluation settings (metric, test-time augmentation, PCA)."""
     from progreid.bundle import load_bundle
@@ -127,13 +109,7 @@ def sample_ranked_lists(run_dir: Path, queries: int = 6, top: int = 10,
     gallery_features = prepare(embed_samples(bundle, dataset.gallery, device,
                                              cfg.eval.batch_size), metric)
     distances, indices = exact_top_k(query_features, gallery_features, top)
-    lists = []
-    for sample, dists, idxs in zip(chosen, distances.tolist(), indices.tolist(), strict=True):
-        items = [RankedItem(g.path, g.pid, g.camid, d,
-                            match_status(sample.pid, sample.camid, g.pid, g.camid))
-                 for g, d in ((dataset.gallery[i], d) for i, d in zip(idxs, dists, strict=True))]
-        lists.append(RankedList(sample.path, sample.pid, sample.camid, items))
-    return lists
+    return ranked_results(chosen, dataset.gallery, distances, indices)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,23 +140,25 @@ def figure_html(figure: Any, alt: str) -> str:
     return f'<img class="figure" alt="{_esc(alt)}" src="{png_data_uri(figure_png(figure))}">'
 
 
-def ranked_lists_html(lists: Sequence[RankedList]) -> str:
+def ranked_lists_html(lists: Sequence[QueryResult]) -> str:
     legend = ('<p class="legend">' + "".join(
         f'<span style="background:{STATUS_COLOURS[s]}">{label}</span>'
         for s, label in (("match", "same identity"), ("mismatch", "other identity"),
                          (JUNK, "junk: same identity and camera (ignored)"))) + "</p>")
     rows = []
     for ranked in lists:
-        cells = [f'<figure class="query" title="{_esc(ranked.query.name)}">'
-                 f'<img alt="query" src="{thumbnail_uri(ranked.query)}">'
+        query = Path(ranked.query)
+        cells = [f'<figure class="query" title="{_esc(query.name)}">'
+                 f'<img alt="query" src="{thumbnail_uri(query)}">'
                  f"<figcaption>query<br>id {ranked.pid} cam {ranked.camid + 1}</figcaption>"
                  "</figure>"]
-        for rank, item in enumerate(ranked.items, start=1):
-            cells.append(f'<figure class="{item.status or "unknown"}" '
-                         f'title="{_esc(item.path.name)}">'
-                         f'<img alt="rank {rank}" src="{thumbnail_uri(item.path)}">'
-                         f"<figcaption>{rank}: {item.distance:.2f}<br>id {item.pid} "
-                         f"cam {item.camid + 1}</figcaption></figure>")
+        for match in ranked.matches:
+            path = Path(match.path)
+            cells.append(f'<figure class="{match.status or "unknown"}" '
+                         f'title="{_esc(path.name)}">'
+                         f'<img alt="rank {match.rank}" src="{thumbnail_uri(path)}">'
+                         f"<figcaption>{match.rank}: {match.distance:.2f}<br>id {match.pid} "
+                         f"cam {match.camid + 1}</figcaption></figure>")
         rows.append('<div class="ranked-list">' + "".join(cells) + "</div>")
     return legend + "\n".join(rows)
 

@@ -152,8 +152,7 @@ def _update_ann(index: GalleryIndex, new_features: np.ndarray, seed: int = 0) ->
 
 def build_index(run: str | Path, images: str | Path | Sequence[str | Path], out: str | Path,
                 device: torch.device | str = "cpu", batch_size: int = 64, workers: int = 0,
-                ann: AnnPolicy = "auto", ann_threshold: int = ANN_THRESHOLD,
-                bundle: Bundle | None = None) -> GalleryIndex:
+                ann: AnnPolicy = "auto", ann_threshold: int = ANN_THRESHOLD) -> GalleryIndex:
     """Embed the images (a folder or a list of files) with the run's model into a new index.
 
     ``ann``: ``auto`` builds a FAISS IVF index once the gallery has ``ann_threshold`` images,
@@ -165,7 +164,7 @@ def build_index(run: str | Path, images: str | Path | Sequence[str | Path], out:
     if (root / MANIFEST).exists():
         raise GalleryIndexError(f"{root} already holds an index; add images with --append or "
                                 "choose another --out")
-    bundle = bundle or load_bundle(run, device)
+    bundle = load_bundle(run, device)
     model_path = str(resolve_bundle_path(run).resolve())
     index = GalleryIndex(root, model_path, bundle.config.eval.metric, 0, [], [], ann,
                          ann_threshold)
@@ -174,12 +173,12 @@ def build_index(run: str | Path, images: str | Path | Sequence[str | Path], out:
 
 
 def append_to_index(root: str | Path, images: str | Path | Sequence[str | Path],
-                    device: torch.device | str = "cpu", batch_size: int = 64, workers: int = 0,
-                    bundle: Bundle | None = None) -> tuple[GalleryIndex, int]:
+                    device: torch.device | str = "cpu", batch_size: int = 64,
+                    workers: int = 0) -> tuple[GalleryIndex, int]:
     """Embed the images not yet in the index into a new shard; return the index and how many
     were added (files already indexed, by absolute path, are skipped)."""
     index = open_index(root)
-    bundle = bundle or load_bundle(index.model, device)
+    bundle = load_bundle(index.model, device)
     return index, _add(index, bundle, images, device, batch_size, workers)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from progreid.bundle import Bundle
 from progreid.search.embed import UNKNOWN, embed_samples, image_samples
@@ -90,15 +91,31 @@ def search_images(index: GalleryIndex, bundle: Bundle, query_paths: Sequence[str
     cfg = bundle.config.eval
     distances, indices = rank_gallery(index, features, top, rerank, exact, cfg.k1, cfg.k2,
                                       cfg.lambda_value)
+    return ranked_results(samples, index.items, distances, indices)
+
+
+class Item(Protocol):
+    """An image with identity and camera: a dataset :class:`Sample` or an index item."""
+
+    path: Any
+    pid: int
+    camid: int
+
+
+def ranked_results(queries: Sequence[Item], gallery: Sequence[Item], distances: ArrayLike,
+                   indices: ArrayLike) -> list[QueryResult]:
+    """Query results from ``Q x k`` distances and gallery indices (negative indices, FAISS's
+    padding, are skipped), each match with its status (:func:`match_status`)."""
     results = []
-    for sample, dists, idxs in zip(samples, distances, indices, strict=True):
+    for query, dists, idxs in zip(queries, np.asarray(distances), np.asarray(indices),
+                                  strict=True):
         matches = []
         for dist, idx in zip(dists.tolist(), idxs.tolist(), strict=True):
-            if idx < 0:  # FAISS padding when fewer than top vectors were probed
+            if idx < 0:
                 continue
-            item = index.items[idx]
-            matches.append(Match(len(matches) + 1, idx, item.path, float(dist), item.pid,
+            item = gallery[idx]
+            matches.append(Match(len(matches) + 1, idx, str(item.path), float(dist), item.pid,
                                  item.camid,
-                                 match_status(sample.pid, sample.camid, item.pid, item.camid)))
-        results.append(QueryResult(str(sample.path), sample.pid, sample.camid, matches))
+                                 match_status(query.pid, query.camid, item.pid, item.camid)))
+        results.append(QueryResult(str(query.path), query.pid, query.camid, matches))
     return results
