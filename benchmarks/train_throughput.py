@@ -228,7 +228,8 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
             "amp": trainer.amp, "channels_last": trainer.channels_last,
             "cache_build_seconds": round(cache_seconds, 2),
             "images_per_second": {name: round(statistics.median(v), 1)
-                                  for name, v in rows.items()}}
+                                  for name, v in rows.items()},
+            "repeats": {name: [round(x, 1) for x in v] for name, v in rows.items()}}
 
 
 def device_name(device: torch.device) -> str:
@@ -270,7 +271,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32, help="P x K with K = 4")
     parser.add_argument("--steps", type=int, default=12, help="timed batches per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
-    parser.add_argument("--repeats", type=int, default=3, help="median over this many")
+    parser.add_argument("--repeats", type=int, default=3, help="report the median of these")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--identities", type=int, default=0,
                         help="training identities to generate (default: 2 batches' worth)")

@@ -100,8 +100,9 @@ def test_evaluate_matches_stable_sort_reference_with_ties(problem, data):
 def test_evaluate_matches_reference_on_float32_distances(problem, seed):
     q_pids, g_pids, q_cams, g_cams, max_rank = problem
     rng = np.random.default_rng(seed)
-    distmat = rng.random((len(q_pids), len(g_pids))).astype(np.float32)
-    distmat[:, rng.random(len(g_pids)) < 0.3] = 0.5  # whole tied columns
+    distmat = (rng.random((len(q_pids), len(g_pids))) - 0.5).astype(np.float32)  # signed
+    distmat[:, rng.random(len(g_pids)) < 0.3] = 0.0  # whole tied columns
+    distmat[:, rng.random(len(g_pids)) < 0.2] = -0.0  # -0.0 ties with 0.0
     check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank)
     check(torch.from_numpy(distmat), q_pids, g_pids, q_cams, g_cams, max_rank)
 
@@ -138,7 +139,6 @@ def test_hand_computed_example_ties_by_gallery_index():
 
 def test_larger_random_problem_across_chunks(monkeypatch):
     monkeypatch.setattr(ranking, "_CHUNK_ELEMENTS", 2000)  # sub-blocks of 5 queries
-    monkeypatch.setattr(ranking, "_COMPARE_ELEMENTS", 64)  # candidates compared in pieces
     rng = np.random.default_rng(3)
     q_pids, g_pids = rng.integers(1, 30, 70), rng.integers(0, 30, 400)
     q_cams, g_cams = rng.integers(0, 6, 70), rng.integers(0, 6, 400)

@@ -11,11 +11,14 @@ from progreid import __version__
 from progreid.commands import COMMANDS
 from progreid.config import ConfigError
 from progreid.data.sample import DatasetError
+from progreid.export import ExportError
+from progreid.report.plots import MissingDependencyError
+from progreid.search.ann import MissingFaissError
 from progreid.training.trainer import NonFiniteLossError
 from progreid.utils.checkpoint import CheckpointError
 
 USER_ERRORS = (ConfigError, DatasetError, CheckpointError, FileNotFoundError, NonFiniteLossError,
-               ImportError)
+               ExportError, MissingDependencyError, MissingFaissError, ImportError)
 
 
 def build_parser() -> argparse.ArgumentParser:

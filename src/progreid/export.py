@@ -103,6 +103,7 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     with a dynamic batch axis on input ``images`` and output ``embedding``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, on purpose
         try:
             torch.onnx.export(module, (example,), str(path), input_names=["images"],
                               output_names=["embedding"], opset_version=ONNX_OPSET,

@@ -9,10 +9,11 @@ counted.
 
 Only the positions of a query's matches matter. A query's same-identity gallery items are found
 through the gallery sorted by identity (no pass over the row). One comparison pass over the row
-keeps the valid non-matches at most as far as the last match; each of those is compared with the
-query's few matches (how many precede it, ties by gallery index), and a histogram of these counts
-with a prefix sum gives every match's position. Work per query: O(G) plus (kept non-matches x
-matches). Queries are processed in chunks; CUDA inputs stay on the GPU.
+keeps the valid non-matches at most as far as the last match; for each of those, a binary search
+among the query's sorted matches counts the matches that precede it (ties by gallery index), and
+a histogram of these counts with a prefix sum gives every match's position. Work per query: O(G)
+plus O(K log K) for its K kept non-matches. Queries are processed in chunks; CUDA inputs stay on
+the GPU.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from progreid.evaluation.distance import GalleryDistance, Metric, as_features, a
 
 _CHUNK_ELEMENTS = 1 << 22  # distances ranked at a time (16 MB of float32)
 _DISTANCE_ELEMENTS = 1 << 26  # default distance block of evaluate_features (256 MB of float32)
-_COMPARE_ELEMENTS = 1 << 22  # (kept non-matches x matches) compared at a time
 
 
 @dataclass
@@ -120,22 +120,38 @@ def _sorted_matches(dist: torch.Tensor, index: torch.Tensor, is_match: torch.Ten
     return m_dist, m_index, slots
 
 
+def _value_keys(values: torch.Tensor) -> torch.Tensor:
+    """int64 keys in [0, 2^32) ordered exactly like ``values`` (equal values, equal keys):
+    the IEEE bits of float32 (monotone once the sign is folded in), else dense ranks."""
+    if values.dtype != torch.float32:
+        return torch.unique(values, return_inverse=True)[1]
+    bits = (values + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0
+    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long() + 2**31
+
+
 def _match_positions(dist: torch.Tensor, m_dist: torch.Tensor, m_index: torch.Tensor,
                      slots: torch.Tensor, q_pids: torch.Tensor, gallery: _Gallery
                      ) -> torch.Tensor:
-    """1-based positions (B x W) of each row's sorted matches in its valid ranking."""
+    """1-based positions (B x W) of each row's sorted matches in its valid ranking.
+
+    Matches and kept non-matches get exact int64 keys ordered like (row, distance, gallery
+    index), so one binary search of each non-match among the sorted match keys counts the
+    matches ranked before it.
+    """
     rows, width = m_dist.shape
-    last = m_dist.masked_fill(~slots, float("-inf")).max(1).values
+    num_gallery = dist.shape[1]
+    last = m_dist.masked_fill(~slots, float("-inf")).amax(1)
     row, col, value = _not_farther(dist, last)
     if bool(torch.isnan(value).any()):
         raise ValueError("the distance matrix contains NaN; cannot rank")
     keep = gallery.pids[col] != q_pids[row]  # drops the matches and the junk
     row, col, value = row[keep], col[keep], value[keep]
-    before = torch.empty_like(row)
-    for part in _chunks(row.numel(), max(1, _COMPARE_ELEMENTS // width)):
-        r, v, c = row[part], value[part, None], col[part, None]
-        precedes = (m_dist[r] < v) | ((m_dist[r] == v) & (m_index[r] < c))
-        before[part] = precedes.sum(1)
+    count = slots.sum(1)
+    m_row = torch.repeat_interleave(torch.arange(rows, device=dist.device), count)
+    keys = _value_keys(torch.cat([m_dist[slots], value]))
+    m_key = ((m_row << 32) + keys[:m_row.numel()]) * num_gallery + m_index[slots]
+    key = ((row << 32) + keys[m_row.numel():]) * num_gallery + col
+    before = torch.searchsorted(m_key, key) - (count.cumsum(0) - count)[row]
     hist = torch.bincount(row * (width + 1) + before, minlength=rows * (width + 1))
     closer = hist.view(rows, width + 1)[:, :width].cumsum(1)
     return torch.arange(1, width + 1, device=dist.device)[None, :] + closer

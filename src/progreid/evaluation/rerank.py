@@ -35,7 +35,7 @@ import torch
 from progreid.evaluation.distance import GalleryDistance, as_features, as_tensor
 
 _CHUNK_ELEMENTS = 1 << 24  # default: distances per chunk of rows (64 MB of float32)
-_PAIR_BUDGET = 1 << 24  # sparse products (query entry x gallery entry) handled at a time
+_PAIR_BUDGET = 1 << 22  # sparse products (query entry x gallery entry) handled at a time
 _SET_BUDGET = 1 << 22  # candidate set members built at a time
 
 
