@@ -241,6 +241,23 @@ def test_exploration_restores_bit_for_bit(tiny_root: Path, tmp_path: Path) -> No
     assert pla.explore(trainer, w.objective(base), 1) == losses[:1]
 
 
+def test_continue_from_best_takes_weights_and_moments_only(tiny_root: Path,
+                                                           tmp_path: Path) -> None:
+    cfg = load_config(CPU_SMALL, [*TINY, f"data.root={tiny_root}"])
+    trainer = Trainer(cfg, build_dataset("synthetic", tiny_root), tmp_path)
+    objective = HyperParams(1.0, 0.0, 1, 1).objective(Objective.from_config(cfg.loss))
+    trainer.train_epoch(objective)
+    trainer.save_checkpoint(path=tmp_path / "checkpoints" / "best.pt")
+    best = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    best_moments = trainer.optimizer.state_dict()["state"][0]["exp_avg"].clone()
+    trainer.train_epoch(objective)
+    sampler = trainer.sampler.state_dict()
+    pla._continue_from_best(trainer)
+    assert trainer.epoch == 2 and trainer.sampler.state_dict() == sampler
+    assert all(torch.equal(v, best[k]) for k, v in trainer.model.state_dict().items())
+    assert torch.equal(trainer.optimizer.state_dict()["state"][0]["exp_avg"], best_moments)
+
+
 # ----------------------------------------------------------------------------- end to end
 
 def train_tiny(root: Path, run_dir: Path, max_epochs: int, resume: bool = False) -> int:

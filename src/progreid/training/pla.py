@@ -440,7 +440,9 @@ def _best_path(trainer: Trainer) -> Path:
 
 def _continue_from_best(trainer: Trainer) -> None:
     """Take weights and optimiser moments from ``best.pt``; the epoch counter, sampler and RNGs
-    carry on from the last epoch."""
+    carry on from the last epoch. Under torchrun the collective waits until rank 0 has written
+    the file."""
+    main_process_result(lambda: None)
     best = load_checkpoint(_best_path(trainer), map_location=trainer.device)["trainer"]
     trainer.load_state_dict({**trainer.state_dict(), "model": best["model"],
                              "optimizer": best["optimizer"]})
