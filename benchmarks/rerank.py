@@ -4,7 +4,7 @@ The reference is a direct dense transcription of the published algorithm (Zhong 
 2017, as in the authors' code): N x N original distance, full argsort of every row, dense V,
 dense query expansion. It is fed the distance blocks (their computation is not timed); progreid
 starts from the features and computes its distances itself, so its time includes them. Each
-method runs in its own process (peak memory = its ``ru_maxrss``) on the clustered synthetic data
+method runs in its own process (peak memory = its VmHWM) on the clustered synthetic data
 of ``benchmarks/ranking.py``; the script checks that the Q x G results agree within 1e-5 and
 prints time, peak memory and the speed-up. The reference needs ~13 GB at Market scale and is
 infeasible at MSMT17 scale (~35 GB per N x N matrix): there only progreid runs.

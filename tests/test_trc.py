@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +270,30 @@ def test_plot_writes_pngs(resumed_run: Path) -> None:
         assert path.read_bytes()[:8] == PNG_SIGNATURE
         with Image.open(path) as image:
             image.verify()
+
+
+# ----------------------------------------------------------------------------- plot command
+
+def test_plot_draws_pla_trace_from_pla_round_records(tmp_path: Path) -> None:
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for round_ in range(3):
+        w = {"lambda": 0.5 + round_, "margin": 0.1, "k": 2, "p": 3}
+        log.write("pla_round", epoch=10 * round_, round=round_,
+                  candidates=[{"index": 0, "w": w, "f": 0.3 / (round_ + 1)},
+                              {"index": 1, "w": w, "f": None}],
+                  proposal={"w": w, "log_ei": -1.0})
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["pla_trace.png"]
+    assert (tmp_path / "out" / "pla_trace.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_plot_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    assert main(["plot", str(tmp_path / "missing")]) == 2
+    assert "no metrics log" in capsys.readouterr().err
+    MetricsLog(tmp_path / "metrics.jsonl").write("start", epoch=0)
+    assert main(["plot", str(tmp_path)]) == 1
+    assert "nothing to plot" in capsys.readouterr().err
+    MetricsLog(tmp_path / "metrics.jsonl").write("epoch", epoch=1, loss=1.0)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "progreid[plot]" in capsys.readouterr().err

@@ -294,6 +294,11 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
             raise _type_error(key, value, hint, source)
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise _type_error(key, value, hint, source) from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _type_error(key, value, hint, source)
         return float(value)

@@ -18,17 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from progreid.report.plots import MissingDependencyError, write_plots
+    from progreid.report.plots import write_plots
 
     if args.histogram_epochs < 1:
         print(f"progreid plot: error: --histogram-epochs must be >= 1, got "
               f"{args.histogram_epochs}", file=sys.stderr)
         return 2
-    try:
-        written = write_plots(args.run_dir, args.out, args.histogram_epochs)
-    except MissingDependencyError as exc:
-        print(f"progreid plot: error: {exc}", file=sys.stderr)
-        return 2
+    written = write_plots(args.run_dir, args.out, args.histogram_epochs)
     if not written:
         print(f"progreid plot: nothing to plot: {args.run_dir}/metrics.jsonl has no epoch, "
               "eval, trc_histogram or pla_round records", file=sys.stderr)
