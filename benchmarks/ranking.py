@@ -81,8 +81,11 @@ def synthetic(scale: Scale, dim: int, seed: int, gallery_size: int | None = None
 
 
 def reference_evaluate(distmat: np.ndarray, q_pids, g_pids, q_cams, g_cams, max_rank=50,
-                       kind: str = "stable") -> tuple[np.ndarray, float, float, int]:
-    """The plain reference: argsort each row, drop junk, read CMC, AP and INP off the matches."""
+                       kind: str = "stable") -> tuple[np.ndarray, float, float, int, int] | None:
+    """The plain reference: argsort each row, drop junk, read CMC, AP and INP off the matches.
+
+    Returns (CMC, mAP, mINP, valid queries, skipped queries), or None when no query has a
+    match. The tests check ``evaluate`` against it too."""
     cmc, aps, inps = np.zeros(max_rank), [], []
     for q in range(distmat.shape[0]):
         order = np.argsort(distmat[q], kind=kind)
@@ -94,7 +97,10 @@ def reference_evaluate(distmat: np.ndarray, q_pids, g_pids, q_cams, g_cams, max_
         cmc[positions[0] - 1:] += 1
         aps.append(np.mean(np.arange(1, len(positions) + 1) / positions))
         inps.append(len(positions) / positions[-1])
-    return cmc / len(aps), float(np.mean(aps)), float(np.mean(inps)), len(aps)
+    if not aps:
+        return None
+    return (cmc / len(aps), float(np.mean(aps)), float(np.mean(inps)), len(aps),
+            distmat.shape[0] - len(aps))
 
 
 @dataclass
@@ -159,12 +165,12 @@ def job_reference_quicksort(d):
 
 def job_evaluate(d):
     r = evaluate(d["distmat"], *_labels(d))
-    return r.cmc, r.mAP, r.mINP, r.num_valid
+    return r.cmc, r.mAP, r.mINP, r.num_valid, r.num_skipped
 
 
 def job_features(d):
     r = evaluate_features(d["q_feats"], d["g_feats"], *_labels(d))
-    return r.cmc, r.mAP, r.mINP, r.num_valid
+    return r.cmc, r.mAP, r.mINP, r.num_valid, r.num_skipped
 
 
 JOBS = {"reference-stable": job_reference_stable, "reference-quicksort": job_reference_quicksort,
@@ -192,14 +198,14 @@ def main(argv: list[str] | None = None) -> None:
         results = {}
         for name in sorted(args.only, key=list(JOBS).index):
             results[name] = m = measure(JOBS[name], data_dir, args.threads)
-            cmc, mean_ap, mean_inp, valid = m.value
+            cmc, mean_ap, mean_inp, valid, _ = m.value
             print(f"{name:20s} {m.describe()}  rank-1 {cmc[0]:.4f}  mAP {mean_ap:.4f}  "
                   f"mINP {mean_inp:.4f}  valid {valid}", flush=True)
     exact = [name for name in results if name != "reference-quicksort"]
     results = {exact[0]: results[exact[0]], **results}
     base = results[exact[0]].value
     for name, m in list(results.items())[1:]:
-        cmc, mean_ap, mean_inp, valid = m.value
+        cmc, mean_ap, mean_inp, valid, _ = m.value
         diff = max(np.abs(cmc - base[0]).max(), abs(mean_ap - base[1]), abs(mean_inp - base[2]))
         print(f"max difference {name} - {exact[0]}: {diff:.1e}")
         if name in exact and (diff > 1e-9 or valid != base[3]):

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CUHK01 = SHARED / "data" / "cuhk01"
 CUHK03_PROTOCOL = SHARED / "data" / "cuhk03_protocol"
+
+# The benchmarks' plain references (argsort evaluation, dense re-ranking) check the tests too.
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small tensors: intra-op threads only add overhead (a lot on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

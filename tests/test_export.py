@@ -82,12 +82,11 @@ def test_a_failed_check_leaves_no_file(tmp_path, data):
     assert list(tmp_path.iterdir()) == [tmp_path / "run"]
 
 
-def test_mgn_pooling_that_onnx_cannot_express_is_a_clear_error(tmp_path, data):
+def test_mgn_stripes_that_do_not_divide_the_height_export(tmp_path, data):
     pytest.importorskip("onnxruntime", reason="the 'export' extra is not installed")
     run = make_run(tmp_path / "run", data, name="mgn", pca_dim=None)  # 64 / 16 = 4 rows, 3 stripes
-    with pytest.raises(ExportError, match="multiple of 6"):
-        export_run(run, "onnx")
-    assert not (run / "model.onnx").exists()
+    assert export_run(run, "onnx").max_abs_diff <= 1e-4
+    assert (run / "model.onnx").exists()
 
 
 def test_unknown_format_is_an_error(tmp_path, data):

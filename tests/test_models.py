@@ -21,6 +21,7 @@ from progreid.models import (
     load_pretrained,
     pool_stripes,
 )
+from progreid.models.baseline import POOLINGS
 
 NAMES = ["baseline", "pla", "pla_ce", "pla_triplet", "mgn"]
 TINY = 0.125  # width multiplier: ResNet-50 stages 8/16/32/64 planes, 256 output channels
@@ -427,3 +428,13 @@ def test_mgn_gets_pretrained_weights_in_every_branch(weights_file) -> None:
         assert len(branch_state) == sum(k.startswith(("layer3.", "layer4.")) for k in state) - sum(
             k.startswith("layer3.0.") for k in state)
         assert_matches(branch_state, state)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_stripe_pooling_equals_adaptive_pooling_for_every_height(pooling):
+    for height in range(1, 20):
+        for stripes in (1, 2, 3, 4):
+            x = torch.randn(2, 3, height, 5)
+            expected = POOLINGS[pooling](x, (stripes, 1))
+            torch.testing.assert_close(pool_stripes(x, pooling, stripes), expected,
+                                       rtol=0, atol=1e-6)

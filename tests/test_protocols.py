@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from progreid.evaluation import (
     cuhk03_single_shot,
@@ -15,13 +14,7 @@ from progreid.evaluation import (
     single_shot_gallery,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def market_like(seed=0, identities=8, cameras=3, mq_per=3, gallery=60, dim=6):

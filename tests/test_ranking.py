@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ranking import reference_evaluate  # benchmarks/ranking.py (conftest puts it on the path)
 
 from progreid.evaluation import (
     RankingResult,
@@ -16,33 +17,7 @@ from progreid.evaluation import (
     ranking,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add overhead (a lot on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def reference(distmat, q_pids, g_pids, q_cams, g_cams, max_rank):
-    """Per query: stable argsort, drop junk, read CMC / AP / INP off the match flags."""
-    cmcs, aps, inps, skipped = [], [], [], 0
-    for q in range(distmat.shape[0]):
-        order = np.argsort(distmat[q], kind="stable")
-        junk = (g_pids[order] == q_pids[q]) & (g_cams[order] == q_cams[q])
-        hits = (g_pids[order] == q_pids[q])[~junk]
-        if not hits.any():
-            skipped += 1
-            continue
-        positions = np.flatnonzero(hits) + 1
-        cmcs.append([float(positions[0] <= k) for k in range(1, max_rank + 1)])
-        aps.append(np.mean(np.arange(1, len(positions) + 1) / positions))
-        inps.append(len(positions) / positions[-1])
-    if not aps:
-        return None
-    return np.mean(cmcs, axis=0), float(np.mean(aps)), float(np.mean(inps)), len(aps), skipped
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def assert_same(result: RankingResult, expected) -> None:
@@ -71,7 +46,7 @@ def problems(draw, max_query=6, max_gallery=25):
 
 
 def check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank, **kwargs) -> None:
-    expected = reference(np.asarray(distmat), q_pids, g_pids, q_cams, g_cams, max_rank)
+    expected = reference_evaluate(np.asarray(distmat), q_pids, g_pids, q_cams, g_cams, max_rank)
     if expected is None:
         with pytest.raises(ValueError, match="no"):
             evaluate(distmat, q_pids, g_pids, q_cams, g_cams, max_rank, **kwargs)
@@ -115,7 +90,7 @@ def test_evaluate_features_equals_full_matrix(problem, dim, data):
     query = draw_matrix(data, len(q_pids), dim, st.integers(-2, 2)).astype(np.float32)
     gallery = draw_matrix(data, len(g_pids), dim, st.integers(-2, 2)).astype(np.float32)
     chunk = data.draw(st.sampled_from([None, 1, 3]))
-    expected = reference(pairwise_distance(query, gallery).numpy(), q_pids, g_pids, q_cams,
+    expected = reference_evaluate(pairwise_distance(query, gallery).numpy(), q_pids, g_pids, q_cams,
                          g_cams, max_rank)
     if expected is None:
         with pytest.raises(ValueError):
@@ -143,11 +118,11 @@ def test_larger_random_problem_across_chunks(monkeypatch):
     q_pids, g_pids = rng.integers(1, 30, 70), rng.integers(0, 30, 400)
     q_cams, g_cams = rng.integers(0, 6, 70), rng.integers(0, 6, 400)
     distmat = rng.random((70, 400)).astype(np.float32)
-    expected = reference(distmat, q_pids, g_pids, q_cams, g_cams, 50)
+    expected = reference_evaluate(distmat, q_pids, g_pids, q_cams, g_cams, 50)
     for chunk in (None, 1, 7, 64):
         assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams, chunk=chunk), expected)
     query, gallery = rng.integers(-3, 4, (70, 4)), rng.integers(-3, 4, (400, 4))
-    expected = reference(pairwise_distance(query, gallery).numpy(), q_pids, g_pids, q_cams,
+    expected = reference_evaluate(pairwise_distance(query, gallery).numpy(), q_pids, g_pids, q_cams,
                          g_cams, 50)
     assert_same(evaluate_features(query, gallery, q_pids, g_pids, q_cams, g_cams), expected)
 
@@ -164,7 +139,7 @@ def test_cosine_metric_and_torch_inputs():
     result = evaluate_features(torch.from_numpy(query), torch.from_numpy(gallery),
                                torch.from_numpy(q_pids), g_pids.tolist(), q_cams, g_cams,
                                metric="cosine")
-    assert_same(result, reference(dist, q_pids, g_pids, q_cams, g_cams, 50))
+    assert_same(result, reference_evaluate(dist, q_pids, g_pids, q_cams, g_cams, 50))
 
 
 def test_euclidean_distance_is_plain_not_squared():
@@ -176,7 +151,7 @@ def test_euclidean_distance_is_plain_not_squared():
 def test_integer_and_half_distances_are_accepted():
     q_pids, g_pids, q_cams, g_cams = [1, 2], [1, 2, 1], [0, 0], [1, 1, 1]
     ints = np.array([[3, 1, 2], [0, 5, 5]])
-    expected = reference(ints, *map(np.array, (q_pids, g_pids, q_cams, g_cams)), 3)
+    expected = reference_evaluate(ints, *map(np.array, (q_pids, g_pids, q_cams, g_cams)), 3)
     assert_same(evaluate(ints, q_pids, g_pids, q_cams, g_cams, 3), expected)
     assert_same(evaluate(torch.tensor(ints, dtype=torch.float16), q_pids, g_pids, q_cams,
                          g_cams, 3), expected)

@@ -5,51 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from rerank import dense_re_ranking  # benchmarks/rerank.py (conftest puts it on the path)
 
 from progreid.evaluation import pairwise_distance, re_rank, re_rank_features, rerank
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add overhead (a lot on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def dense_re_ranking(q_g, q_q, g_g, k1=20, k2=6, lambda_value=0.3):
-    """The algorithm step by step on dense N x N arrays, with a stable neighbour sort."""
-    original = np.concatenate([np.concatenate([q_q, q_g], 1), np.concatenate([q_g.T, g_g], 1)])
-    original = np.power(original, 2).astype(np.float32)
-    original = np.transpose(1.0 * original / np.max(original, axis=0))
-    v = np.zeros_like(original)
-    rank = np.argsort(original, kind="stable")
-    num_query, num_all = q_g.shape[0], original.shape[0]
-    half = int(np.around(k1 / 2.0))
-    for i in range(num_all):
-        forward = rank[i, :k1 + 1]
-        recip = forward[np.where(rank[forward, :k1 + 1] == i)[0]]
-        expansion = recip
-        for cand in recip:
-            cand_forward = rank[cand, :half + 1]
-            cand_recip = cand_forward[np.where(rank[cand_forward, :half + 1] == cand)[0]]
-            if len(np.intersect1d(cand_recip, recip)) > 2.0 / 3 * len(cand_recip):
-                expansion = np.append(expansion, cand_recip)
-        expansion = np.unique(expansion)
-        weight = np.exp(-original[i, expansion])
-        v[i, expansion] = weight / np.sum(weight)
-    if k2 != 1:
-        v = np.stack([np.mean(v[rank[i, :k2], :], axis=0) for i in range(num_all)])
-    inverted = [np.where(v[:, j] != 0)[0] for j in range(num_all)]
-    jaccard = np.zeros((num_query, num_all), dtype=np.float32)
-    for i in range(num_query):
-        shared = np.zeros(num_all, dtype=np.float32)
-        for col in np.where(v[i] != 0)[0]:
-            shared[inverted[col]] += np.minimum(v[i, col], v[inverted[col], col])
-        jaccard[i] = 1 - shared / (2.0 - shared)
-    final = jaccard * (1 - lambda_value) + original[:num_query] * lambda_value
-    return final[:, num_query:]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clustered(num_query, num_gallery, dim=16, identities=12, seed=0, integer=False):

@@ -207,3 +207,15 @@ def test_defaults_make_the_demo_set() -> None:
 def test_bad_spec_is_rejected_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"SyntheticSpec.{field} "):
         SyntheticSpec(**{**SMALL, field: value})
+
+
+def test_synth_command_passes_every_spec_option(tmp_path: Path, capsys) -> None:
+    from progreid.cli import main
+
+    out = tmp_path / "cli"
+    args = [f"--{key.replace('_', '-')}={value}" for key, value in SMALL.items()]
+    assert main(["synth", str(out), *args]) == 0
+    assert json.loads((out / MANIFEST_NAME).read_text())["spec"] == SMALL
+    assert main(["synth", str(tmp_path / "bad"), "--query-cameras=99"]) == 2
+    assert "query_cameras must be between" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -123,7 +123,11 @@ class EvalConfig:
     k1: int = _spec(20, min=1)
     k2: int = _spec(6, min=1)
     lambda_value: float = _spec(0.3, min=0.0, max=1.0)
-    multi_query: Literal["avg", "max"] | None = _spec(None, help="Market-1501 multi-query pooling")
+    multi_query: Literal["avg", "max"] | None = _spec(
+        None, help="Market-1501 multi-query: pool query features over the gt_bbox images")
+    protocol: Literal["standard", "single_shot"] = _spec(
+        "standard", help="standard (Market-1501, CUHK03 767/700) or classic CUHK03 single-shot")
+    single_shot_repeats: int = _spec(10, min=1, help="random one-per-identity galleries averaged")
 
 
 @dataclass
@@ -370,6 +374,12 @@ def check_consistency(cfg: Config, source: str = "<config>") -> None:
                               "be in [0, 1)")
     if cfg.loss.metric is not None:
         _check_metric_batch(cfg, source)
+    if cfg.eval.protocol == "single_shot" and cfg.eval.rerank:
+        raise ConfigError(f"{source}: eval.rerank is not defined for eval.protocol = "
+                          "'single_shot' (its gallery changes at every repeat); set one of them")
+    if cfg.train.method == "trc" and cfg.trc.vanilla_epochs + cfg.trc.full_epochs == 0:
+        raise ConfigError(f"{source}: trc.vanilla_epochs and trc.full_epochs are both 0: "
+                          "nothing to train")
 
 
 #: Identities a batch needs for a metric loss to have any term: positives and negatives, and for

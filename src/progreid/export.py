@@ -110,12 +110,7 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
                               dynamo=False,
                               dynamic_axes={"images": {0: "batch"}, "embedding": {0: "batch"}})
         except torch.onnx.OnnxExporterError as exc:
-            hint = ""
-            if "adaptive_max_pool2d" in str(exc) or "adaptive_avg_pool2d" in str(exc):
-                hint = (" (ONNX pools stripes only when they divide the feature-map height: for "
-                        "MGN's 2 and 3 stripes the input height over the network stride must "
-                        "be a multiple of 6, e.g. 384 x 128; or export to TorchScript)")
-            raise ExportError(f"ONNX export failed{hint}: {str(exc).splitlines()[0]}") from exc
+            raise ExportError(f"ONNX export failed: {str(exc).splitlines()[0]}") from exc
 
 
 def write_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -69,8 +69,8 @@ class SyntheticSpec:
     each; ``multi_query_images`` images per query (identity, camera) go to ``gt_bbox`` (the query
     itself included); ``distractors`` identity-0 images join the gallery."""
 
-    identities: int = 200
-    train_identities: int = 100
+    identities: int = 300
+    train_identities: int = 200
     cameras: int = 6
     images_per_camera: int = 2
     query_cameras: int = 3

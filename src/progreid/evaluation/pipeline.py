@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from progreid.config import EvalConfig
-from progreid.data.sample import ReIDDataset
+from progreid.data.sample import DatasetError, ReIDDataset
 from progreid.evaluation.features import Features, extract_features
+from progreid.evaluation.protocols import cuhk03_single_shot, pool_multi_query
 from progreid.evaluation.ranking import RankingResult, evaluate, evaluate_features
 from progreid.evaluation.rerank import re_rank_features
 
@@ -29,7 +30,12 @@ def summarize(result: RankingResult) -> dict[str, Any]:
 
 
 def rank_features(query: Features, gallery: Features, cfg: EvalConfig) -> RankingResult:
-    """Rank gallery features for each query feature (optionally k-reciprocal re-ranked)."""
+    """Rank gallery features for each query feature under ``cfg.protocol`` (optionally
+    k-reciprocal re-ranked)."""
+    if cfg.protocol == "single_shot":
+        return cuhk03_single_shot(query.features, gallery.features, query.pids, gallery.pids,
+                                  query.camids, gallery.camids, repeats=cfg.single_shot_repeats,
+                                  metric=cfg.metric)
     if cfg.rerank:
         distmat = re_rank_features(query.features, gallery.features, k1=cfg.k1, k2=cfg.k2,
                                    lambda_value=cfg.lambda_value)
@@ -51,4 +57,14 @@ def evaluate_model(model: nn.Module, dataset: ReIDDataset, cfg: EvalConfig, heig
         return feats
 
     query, gallery = embed(dataset.query), embed(dataset.gallery)
+    if cfg.multi_query is not None:
+        if not dataset.multi_query:
+            raise DatasetError(f"eval.multi_query = {cfg.multi_query!r}, but dataset "
+                               f"{dataset.name!r} has no multi-query (gt_bbox) images")
+        extra = embed(dataset.multi_query)
+        try:
+            query.features = pool_multi_query(query.pids, query.camids, extra.features,
+                                              extra.pids, extra.camids, cfg.multi_query)
+        except ValueError as exc:
+            raise DatasetError(f"{dataset.name} multi-query: {exc}") from exc
     return summarize(rank_features(query, gallery, cfg))

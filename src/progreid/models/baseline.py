@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -20,8 +21,14 @@ def pool_stripes(feature_map: Tensor, pooling: str, stripes: int = 1) -> Tensor:
 
     ``stripes=1`` is global pooling. Bands follow adaptive pooling: band i covers rows
     ``floor(i H / s)`` to ``ceil((i + 1) H / s)`` (equal, disjoint bands when s divides H).
+    Bands that do not divide H are pooled one by one (ONNX has no uneven adaptive pooling).
     """
-    return POOLINGS[pooling](feature_map, (stripes, 1))
+    height = int(feature_map.shape[2])  # a constant when traced for export
+    if height % stripes == 0:
+        return POOLINGS[pooling](feature_map, (stripes, 1))
+    bands = [feature_map[:, :, i * height // stripes:((i + 1) * height + stripes - 1) // stripes]
+             for i in range(stripes)]
+    return torch.cat([POOLINGS[pooling](band, 1) for band in bands], dim=2)
 
 
 class NeckClassifier(nn.Module):
