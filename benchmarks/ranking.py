@@ -208,10 +208,13 @@ def main(argv: list[str] | None = None) -> None:
         cmc, mean_ap, mean_inp, valid, _ = m.value
         diff = max(np.abs(cmc - base[0]).max(), abs(mean_ap - base[1]), abs(mean_inp - base[2]))
         print(f"max difference {name} - {exact[0]}: {diff:.1e}")
-        if name in exact and (diff > 1e-9 or valid != base[3]):
+        # ``features`` computes its own float32 distances: BLAS may round the products
+        # differently from the full matrix's (even between two calls), moving near-ties.
+        tolerance = 1e-3 if name == "features" else 1e-9
+        if name in exact and (diff > tolerance or valid != base[3]):
             raise SystemExit(f"{name} disagrees with {exact[0]}: max diff {diff}")
     # the default argsort is not stable: exact ties in distance may be ordered differently
-    print(f"exact results agree ({', '.join(exact)})")
+    print(f"results agree ({', '.join(exact)}; features within the rounding of its distances)")
     for ref in ("reference-quicksort", "reference-stable"):
         for name in ("evaluate", "features"):
             if ref in results and name in results:

@@ -272,7 +272,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32, help="P x K with K = 4")
-    parser.add_argument("--steps", type=int, default=12, help="timed batches per measurement")
+    parser.add_argument("--steps", type=int, default=40,
+                        help="timed batches per measurement (and per progreid epoch)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     parser.add_argument("--repeats", type=int, default=3,
                         help="rows are measured in turn this many times; the best counts")

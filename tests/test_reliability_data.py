@@ -321,6 +321,13 @@ def test_bad_config_value(tmp_path, capsys, market, override, expected):
     assert not out.exists()
 
 
+def test_k_above_every_identity_without_replacement(tmp_path, capsys, market):
+    code, err, out = _train(tmp_path, capsys, market, "data.k=5", "data.replacement=false")
+    assert code == 2 and "data.k = 5 but no training identity has more than 4 images" in err
+    assert "set data.replacement: true" in err
+    assert not out.exists()
+
+
 def test_unknown_key_in_the_recipe_file(tmp_path, capsys, market):
     recipe = config_file(tmp_path, market, tmp_path / "run", optim={"learning_rate": 0.1})
     code, err = run_cli(capsys, "train", recipe)

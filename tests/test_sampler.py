@@ -114,3 +114,20 @@ def test_ranks_draw_disjoint_shares_whose_union_is_the_global_batch(counts, p, k
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         PKSampler([0, 0, 1, 2], **kwargs)
+
+
+def test_without_replacement_identities_with_fewer_than_k_images_are_left_out():
+    counts = [1, 2, 3, 8, 8, 8, 5, 4, 9, 2, 6, 7]
+    pids = _pids(counts)
+    sampler = PKSampler(pids, p=2, k=5, seed=3, replacement=False)
+    eligible = {100 + i for i, count in enumerate(counts) if count >= 5}
+    assert len(sampler) == len(eligible) // 2
+    for batch in sampler:
+        _check_structure(batch, pids, 2, 5)
+        blocks = [batch[i:i + 5] for i in range(0, len(batch), 5)]
+        assert all(len(set(block)) == 5 for block in blocks), "distinct images"
+        assert {pids[block[0]] for block in blocks} <= eligible
+    with pytest.raises(DatasetError, match="no training identity has more than 9 images"):
+        PKSampler(pids, p=2, k=10, replacement=False)
+    with pytest.raises(DatasetError, match="only 7 with at least data.k = 5 images"):
+        PKSampler(pids, p=8, k=5, replacement=False)

@@ -40,6 +40,8 @@ class DataConfig:
     width: int = _spec(128, min=8)
     p: int = _spec(16, min=1, help="identities per batch")
     k: int = _spec(4, min=1, help="images per identity in a batch")
+    replacement: bool = _spec(True, help="identities with fewer than k images are drawn with "
+                                         "replacement; false: they are left out of the batches")
     batches_per_epoch: int | None = _spec(None, min=1, help="default: identities // p")
     workers: int = _spec(2, min=0)
     enlarge: float = _spec(1.125, min=1.0, help="enlarge factor before random crop (PLA 4.2)")

@@ -3,7 +3,8 @@
 Each epoch walks through a seeded permutation of the identities in chunks of
 ``p * world_size`` (a new permutation starts when fewer identities than that are left), so every
 identity appears about once per epoch by default. For each identity of a chunk, K images are
-drawn without replacement when it has at least K, with replacement otherwise. The random draws
+drawn without replacement when it has at least K, with replacement otherwise; with
+``replacement=False`` identities with fewer than K images are left out instead. The random draws
 do not depend on ``rank`` or ``world_size`` beyond the chunk size: process ``rank`` takes the
 ``rank``-th P identities of each global chunk, so the processes' shares are disjoint and their
 union is exactly what one process with ``p * world_size`` draws.
@@ -29,7 +30,8 @@ class PKSampler(Sampler[list[int]]):
     """
 
     def __init__(self, pids: Sequence[int], p: int, k: int, num_batches: int | None = None,
-                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1,
+                 replacement: bool = True) -> None:
         if p < 1 or k < 1:
             raise ValueError(f"PKSampler needs p >= 1 and k >= 1, got p={p}, k={k}")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -42,13 +44,21 @@ class PKSampler(Sampler[list[int]]):
         by_pid: dict[int, list[int]] = {}
         for index, pid in enumerate(pids):
             by_pid.setdefault(int(pid), []).append(index)
-        self.groups = [np.array(by_pid[pid], dtype=np.int64) for pid in sorted(by_pid)]
+        self.groups = [np.array(by_pid[pid], dtype=np.int64) for pid in sorted(by_pid)
+                       if replacement or len(by_pid[pid]) >= k]
+        if not self.groups and by_pid:
+            most = max(len(indices) for indices in by_pid.values())
+            raise DatasetError(f"data.k = {k} but no training identity has more than {most} "
+                               "images, and data.replacement is false (sampling without "
+                               "replacement); lower data.k or set data.replacement: true")
         self.global_p = p * world_size
         if self.global_p > len(self.groups):
             raise DatasetError(
                 f"PK sampling needs p * world_size = {p} * {world_size} = {self.global_p} "
                 f"distinct identities per batch but the training split has only "
-                f"{len(self.groups)}; lower data.p")
+                f"{len(self.groups)}"
+                + ("" if replacement else f" with at least data.k = {k} images")
+                + "; lower data.p")
         self.p, self.k, self.seed, self.rank, self.world_size = p, k, seed, rank, world_size
         self.num_batches = (num_batches if num_batches is not None
                             else max(1, len(self.groups) // self.global_p))

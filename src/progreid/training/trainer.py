@@ -131,7 +131,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg, self.device)
         self.sampler = PKSampler([s.pid for s in dataset.train], cfg.data.p, cfg.data.k,
                                  num_batches=cfg.data.batches_per_epoch, seed=cfg.train.seed,
-                                 rank=rank, world_size=world_size)
+                                 rank=rank, world_size=world_size,
+                                 replacement=cfg.data.replacement)
         self.loader = self._build_loader()
         self.augment = BatchAugment(enlarge=cfg.data.enlarge, flip_p=cfg.data.flip_p,
                                     erase_p=cfg.data.erase_p)
