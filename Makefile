@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   -- create .venv, install progreid, run the synthetic-pedestrian demo
+#   make demo   -- create .venv, install progreid (with plotting), run the synthetic-pedestrian demo
 #   make test   -- create .venv, install progreid with its dev extras, run the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.core: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e .
+	$(PIP) -e ".[plot]"
 	touch $@
 
 $(VENV)/.dev: pyproject.toml constraints.txt | $(BIN)/python
@@ -24,6 +24,13 @@ demo: $(VENV)/.core
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q
+
+# The speed and memory figures of docs/performance.md (about 10 minutes on 2 cores).
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/ranking.py --scale market
+	$(BIN)/python benchmarks/rerank.py --scale market
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/inference_throughput.py
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks
