@@ -27,6 +27,7 @@ from progreid.training.distributed import (
     wrap_model,
 )
 from progreid.training.objective import Objective
+from progreid.utils.sharding import gather_strided_rows, share_rank0_buffers
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS, BATCHES, P, K = 3, 3, 3, 4
@@ -76,7 +77,12 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
         model = _Toy()
         losses = _train(model, wrap_model(model, torch.device("cpu")), rank, 2)
         shared = main_process_result(lambda: {"computed_by": dist.get_rank()})
-        torch.save({"losses": losses, "state": model.state_dict(), "shared": shared},
+        rows = gather_strided_rows(torch.arange(14.0).reshape(7, 2)[rank::2], 7)
+        norm = nn.BatchNorm1d(3)
+        norm.running_mean.fill_(rank + 1.0)
+        share_rank0_buffers(norm)
+        torch.save({"losses": losses, "state": model.state_dict(), "shared": shared,
+                    "rows": rows, "running_mean": norm.running_mean},
                    f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -90,6 +96,8 @@ def test_ddp_step_equals_single_process_step_on_the_global_batch(tmp_path):
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")
         assert result["shared"] == {"computed_by": 0}
+        assert torch.equal(result["rows"], torch.arange(14.0).reshape(7, 2))  # strided shares
+        assert torch.equal(result["running_mean"], torch.ones(3))  # rank 0's statistics
         assert result["losses"] == pytest.approx(expected_losses, rel=1e-5)
         for name, value in reference.state_dict().items():
             torch.testing.assert_close(result["state"][name], value, rtol=1e-5, atol=1e-6)
@@ -139,7 +147,7 @@ def _sample_log(path: Path) -> dict[tuple[int, int], list[int]]:
 
 
 def test_torchrun_two_processes_match_one_process_with_the_global_batch(
-        tiny_config, tmp_path, monkeypatch):
+        tiny_config, tmp_path, monkeypatch, capsys):
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
     # Two processes for EPOCHS - 1 epochs, then --resume for the last one; they read the
     # decoded-image cache (which the first process builds), the single process decodes JPEGs.
@@ -184,3 +192,12 @@ def test_torchrun_two_processes_match_one_process_with_the_global_batch(
         assert ddp["loss"] == pytest.approx(one["loss"], rel=0.1)
         assert ddp["ce"] == pytest.approx(one["ce"], rel=0.01)
         assert ddp["images_per_second"] > 0
+
+    # The final evaluation split the query and gallery images over the two processes and
+    # gathered their features: the same metrics as evaluating the saved model in one process.
+    results = json.loads((ddp_dir / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(ddp_dir)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    for key in ("rank1", "mAP", "mINP"):
+        assert results[key] == pytest.approx(again[key], abs=1e-6)

@@ -12,6 +12,7 @@ from torch import nn
 from progreid.data.loading import build_eval_loader
 from progreid.data.sample import Sample
 from progreid.data.transforms import flip, normalize, ten_crop
+from progreid.utils.sharding import gather_strided_rows, process_group, share_rank0_buffers
 
 
 @dataclass
@@ -49,12 +50,20 @@ def extract_features(model: nn.Module, samples: Sequence[Sample], height: int, w
                      device: torch.device | str = "cpu", batch_size: int = 128,
                      workers: int = 0, flip_tta: bool = True, ten_crop_tta: bool = False,
                      channels_last: bool = False) -> Features:
-    """Embed ``samples`` with ``model`` in eval mode; features stay on ``device``."""
+    """Embed ``samples`` with ``model`` in eval mode; features stay on ``device``.
+
+    Under torchrun (with at least as many samples as processes) each process embeds every W-th
+    sample with rank 0's batch-norm statistics and all of them receive all the features."""
     was_training = model.training
     model.eval()
     device = torch.device(device)
+    rank, world = process_group()
+    if world > 1 and len(samples) < world:
+        rank, world = 0, 1  # too few to split: every process embeds them all
+    if world > 1:
+        share_rank0_buffers(model)
     chunks = []
-    loader = build_eval_loader(samples, height, width, batch_size, workers)
+    loader = build_eval_loader(samples[rank::world], height, width, batch_size, workers)
     for images, *_ in loader:
         images = images.to(device, non_blocking=True)
         if channels_last:
@@ -62,6 +71,8 @@ def extract_features(model: nn.Module, samples: Sequence[Sample], height: int, w
         chunks.append(embed_batch(model, images, flip_tta, ten_crop_tta))
     model.train(was_training)
     features = torch.cat(chunks) if chunks else torch.empty(0, 0, device=device)
+    if world > 1:
+        features = gather_strided_rows(features, len(samples))
     return Features(features,
                     np.array([s.pid for s in samples], dtype=np.int64),
                     np.array([s.camid for s in samples], dtype=np.int64))
