@@ -106,6 +106,7 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path, monkeypatch):
     assert environment["torch"] == torch.__version__
     assert environment["progreid"] == progreid.__version__
     assert {"python", "numpy", "git_revision", "platform"} <= environment.keys()
+    assert environment["torch_threads"] == torch.get_num_threads()
 
 
 def test_a_run_that_died_before_its_first_checkpoint_starts_clean(tmp_path):

@@ -115,10 +115,12 @@ def evaluate_untrained(cfg: Config) -> dict[str, float]:
 
 
 def environment_record() -> dict[str, Any]:
-    """Versions of Python, torch, numpy and progreid, and the git revision when available."""
+    """Versions of Python, torch, numpy and progreid, the torch thread count (CPU results are
+    bit-reproducible only at the same count), and the git revision when available."""
     record: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                               "numpy": np.__version__, "progreid": progreid.__version__,
                               "platform": platform.platform(),
+                              "torch_threads": torch.get_num_threads(),
                               "cuda": torch.version.cuda if torch.cuda.is_available() else None}
     try:
         record["git_revision"] = subprocess.run(
