@@ -24,8 +24,9 @@ def test_short_cuhk01_training_beats_the_untrained_network(cuhk01_root, tmp_path
                        *SHORT])
     before = evaluate_untrained(cfg)
     after = train(cfg)
-    # 972 queries: 1 point of rank-1 is ~10 more queries matched first (untrained: ~0.3 %,
-    # chance: 0.2 %; after these 8 epochs ~1.7 %, and ~13 % after the recipe's 30).
-    assert after["rank1"] > before["rank1"] + 1.0, (before, after)
-    assert after["rank10"] > before["rank10"] + 5.0, (before, after)
-    assert after["mAP"] > before["mAP"] + 1.0, (before, after)
+    # 972 queries; chance is 0.2 % rank-1 and the untrained network gets ~0.3 %. After these 8
+    # epochs: rank-1 1.4-1.8 %, rank-10 9.6-11.4 %, mAP 3.4-3.5 % (1 or 2 torch threads; the
+    # recipe's full 30 epochs reach ~13 %). The margins leave room for other thread counts.
+    assert after["rank1"] > 3 * before["rank1"], (before, after)
+    assert after["rank10"] > before["rank10"] + 4.0, (before, after)
+    assert after["mAP"] > before["mAP"] + 1.5, (before, after)
