@@ -101,9 +101,8 @@ class PhaseProgress:
 
 
 def phase_budgets(cfg: TRCConfig) -> list[tuple[str, int]]:
-    """``[("vanilla", trc.vanilla_epochs), ("full", trc.full_epochs)]`` (TRC Sec. IV order)."""
-    if cfg.vanilla_epochs + cfg.full_epochs == 0:
-        raise ConfigError("trc.vanilla_epochs and trc.full_epochs are both 0: nothing to train")
+    """``[("vanilla", trc.vanilla_epochs), ("full", trc.full_epochs)]`` (TRC Sec. IV order).
+    A budget of 0 + 0 epochs is refused when the config is loaded (``check_consistency``)."""
     return list(zip(PHASES, (cfg.vanilla_epochs, cfg.full_epochs), strict=True))
 
 
