@@ -38,3 +38,17 @@ def cuhk03_protocol_dir() -> Path:
     if not (CUHK03_PROTOCOL / "cuhk03_new_protocol_config_detected.mat").is_file():
         pytest.skip(f"real CUHK03 split files not found at {CUHK03_PROTOCOL} (../shared is absent)")
     return CUHK03_PROTOCOL
+
+
+@pytest.fixture(scope="session")
+def tiny_pedestrians(tmp_path_factory: pytest.TempPathFactory):
+    """``make(seed)`` writes the tiny synthetic set of the training tests (24 identities, 12 for
+    training, 2 cameras x 2 images, one query camera, no distractors, 64 x 32) and returns it."""
+    from progreid.data.synthetic import generate_pedestrians
+
+    def make(seed: int) -> Path:
+        return generate_pedestrians(tmp_path_factory.mktemp("synthetic") / "data", identities=24,
+                                    train_identities=12, cameras=2, images_per_camera=2,
+                                    query_cameras=1, multi_query_images=1, distractors=0,
+                                    height=64, width=32, seed=seed)
+    return make

@@ -190,13 +190,8 @@ def test_diverged_exploration_is_reported_not_raised() -> None:
 # ----------------------------------------------------------------------------- restoration
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from progreid.data.synthetic import generate_pedestrians
-
-    return generate_pedestrians(tmp_path_factory.mktemp("synthetic") / "data", identities=24,
-                                train_identities=12, cameras=2, images_per_camera=2,
-                                query_cameras=1, multi_query_images=1, distractors=0,
-                                height=64, width=32, seed=5)
+def tiny_root(tiny_pedestrians) -> Path:
+    return tiny_pedestrians(seed=5)
 
 
 TINY = ["data.dataset=synthetic", "data.height=32", "data.width=16", "data.p=4", "data.k=4",

@@ -195,13 +195,8 @@ def test_mgn_objective_is_mean_of_eight_ce_and_three_trc_terms() -> None:
 # ----------------------------------------------------------------------------- end to end
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from progreid.data.synthetic import generate_pedestrians
-
-    return generate_pedestrians(tmp_path_factory.mktemp("synthetic") / "data", identities=24,
-                                train_identities=12, cameras=2, images_per_camera=2,
-                                query_cameras=1, multi_query_images=1, distractors=0,
-                                height=64, width=32, seed=3)
+def tiny_root(tiny_pedestrians) -> Path:
+    return tiny_pedestrians(seed=3)
 
 
 def train_tiny(root: Path, run_dir: Path, vanilla: int, full: int, resume: bool = False) -> int:
