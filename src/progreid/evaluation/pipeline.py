@@ -56,11 +56,11 @@ def evaluate_model(model: nn.Module, dataset: ReIDDataset, cfg: EvalConfig, heig
             feats.features = projector(feats.features)
         return feats
 
+    if cfg.multi_query is not None and not dataset.multi_query:
+        raise DatasetError(f"eval.multi_query = {cfg.multi_query!r}, but dataset "
+                           f"{dataset.name!r} has no multi-query (gt_bbox) images")
     query, gallery = embed(dataset.query), embed(dataset.gallery)
     if cfg.multi_query is not None:
-        if not dataset.multi_query:
-            raise DatasetError(f"eval.multi_query = {cfg.multi_query!r}, but dataset "
-                               f"{dataset.name!r} has no multi-query (gt_bbox) images")
         extra = embed(dataset.multi_query)
         try:
             query.features = pool_multi_query(query.pids, query.camids, extra.features,
