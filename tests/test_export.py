@@ -13,8 +13,10 @@ from deploy_helpers import HEIGHT, WIDTH, make_run, synthetic_data
 from progreid.bundle import load_bundle
 from progreid.export import ExportError, embedding_model, export_module, export_run
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+#: Input normalisation of each backbone's ImageNet weights: torchvision's, TF EfficientNet-Lite's.
+NORMALIZATION = {"resnet18": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+                 "mobilenetv2": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+                 "efficientnet_lite0": ([127 / 255] * 3, [128 / 255] * 3)}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,9 @@ def data(tmp_path_factory):
 
 def reference_embedding(bundle, images: torch.Tensor) -> np.ndarray:
     """Written out by hand: normalise, average with the mirror image, project with PCA."""
-    x = (images.float() / 255.0 - MEAN) / STD
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1)
+                 for v in NORMALIZATION[bundle.config.model.backbone])
+    x = (images.float() / 255.0 - mean) / std
     with torch.no_grad():
         features = (bundle.model(x) + bundle.model(torch.flip(x, dims=[3]))) / 2
     if bundle.projection is not None:
@@ -38,13 +42,16 @@ def random_batch(batch: int, seed: int, height: int = HEIGHT) -> torch.Tensor:
                          generator=generator)
 
 
-@pytest.mark.parametrize(("name", "pca_dim", "height"),
-                         [("baseline", 16, HEIGHT), ("pla", None, HEIGHT), ("mgn", 8, 96)])
-def test_onnx_equals_pytorch_under_onnxruntime(tmp_path, data, name, pca_dim, height):
+@pytest.mark.parametrize(("name", "pca_dim", "height", "backbone"),
+                         [("baseline", 16, HEIGHT, "resnet18"), ("pla", None, HEIGHT, "resnet18"),
+                          ("mgn", 8, 96, "resnet18"), ("baseline", 16, HEIGHT, "mobilenetv2"),
+                          ("pla", None, 72, "efficientnet_lite0")])
+def test_onnx_equals_pytorch_under_onnxruntime(tmp_path, data, name, pca_dim, height, backbone):
     pytest.importorskip("onnx", reason="the 'export' extra (onnx) is not installed")
     ort = pytest.importorskip("onnxruntime",
                               reason="the 'export' extra (onnxruntime) is not installed")
-    run = make_run(tmp_path / "run", data, name=name, pca_dim=pca_dim, height=height)
+    run = make_run(tmp_path / "run", data, name=name, pca_dim=pca_dim, height=height,
+                   backbone=backbone, width=0.125 if backbone.startswith("resnet") else 0.25)
     result = export_run(run, "onnx")
     assert result.path == str(run / "model.onnx") and result.max_abs_diff <= 1e-4
     assert result.input_shape == ["batch", 3, height, WIDTH] and result.pca == (pca_dim is not None)

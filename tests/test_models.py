@@ -16,8 +16,9 @@ from torch import nn
 from progreid.models import (
     IMAGENET_URLS,
     ModelOutput,
+    PretrainedWeightsError,
+    build_backbone,
     build_model,
-    build_resnet,
     load_pretrained,
     pool_stripes,
 )
@@ -70,7 +71,7 @@ def bn_eval(x: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm) -> torch.Tenso
 @pytest.mark.parametrize(("arch", "count"), [
     ("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032)])
 def test_resnet_parameter_count_equals_torchvision(arch: str, count: int) -> None:
-    net = build_resnet(arch, num_classes=1000)
+    net = build_backbone(arch, num_classes=1000)
     assert sum(p.numel() for p in net.parameters()) == count
 
 
@@ -78,12 +79,12 @@ def test_resnet_parameter_count_equals_torchvision(arch: str, count: int) -> Non
     ("resnet18", (2, 2, 2, 2), False), ("resnet34", (3, 4, 6, 3), False),
     ("resnet50", (3, 4, 6, 3), True)])
 def test_resnet_state_dict_keys_equal_torchvision(arch, blocks, bottleneck) -> None:
-    state = build_resnet(arch, num_classes=1000).state_dict()
+    state = build_backbone(arch, num_classes=1000).state_dict()
     assert list(state) == torchvision_keys(blocks, bottleneck)
 
 
 def test_resnet50_known_shapes() -> None:
-    state = build_resnet("resnet50", num_classes=1000).state_dict()
+    state = build_backbone("resnet50", num_classes=1000).state_dict()
     assert state["conv1.weight"].shape == (64, 3, 7, 7)
     assert state["layer1.0.conv1.weight"].shape == (64, 64, 1, 1)
     assert state["layer1.0.downsample.0.weight"].shape == (256, 64, 1, 1)
@@ -94,7 +95,7 @@ def test_resnet50_known_shapes() -> None:
 
 
 def test_resnet_kaiming_init_like_torchvision() -> None:
-    net = build_resnet("resnet50")
+    net = build_backbone("resnet50")
     weight = net.layer4[0].conv2.weight  # 512 x 512 x 3 x 3, fan_out = 512 * 9
     assert weight.std().item() == pytest.approx(math.sqrt(2 / (512 * 9)), rel=0.02)
     assert weight.mean().abs().item() < 1e-3
@@ -106,7 +107,7 @@ def test_resnet_kaiming_init_like_torchvision() -> None:
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_width_scales_channels(arch: str) -> None:
-    net = build_resnet(arch, width=TINY)
+    net = build_backbone(arch, width=TINY)
     expansion = 4 if arch == "resnet50" else 1
     assert net.conv1.out_channels == 8
     assert net.out_channels == 64 * expansion
@@ -115,22 +116,22 @@ def test_width_scales_channels(arch: str) -> None:
 
 def test_last_stride_changes_feature_map_size() -> None:
     x = images(64, 32)
-    assert build_resnet("resnet50", width=TINY, last_stride=2)(x).shape[2:] == (2, 1)
-    assert build_resnet("resnet50", width=TINY, last_stride=1)(x).shape[2:] == (4, 2)
+    assert build_backbone("resnet50", width=TINY, last_stride=2)(x).shape[2:] == (2, 1)
+    assert build_backbone("resnet50", width=TINY, last_stride=1)(x).shape[2:] == (4, 2)
     baseline = build_model(CLASSES, "baseline", width=TINY, last_stride=1)
     assert baseline.backbone(x).shape[2:] == (4, 2)
 
 
 def test_classify_needs_fc() -> None:
     x = images()
-    assert build_resnet("resnet18", width=TINY, num_classes=10).classify(x).shape == (BATCH, 10)
+    assert build_backbone("resnet18", width=TINY, num_classes=10).classify(x).shape == (BATCH, 10)
     with pytest.raises(RuntimeError, match="without an fc"):
-        build_resnet("resnet18", width=TINY).classify(x)
+        build_backbone("resnet18", width=TINY).classify(x)
 
 
 def test_set_stride_needs_downsample() -> None:
     with pytest.raises(ValueError, match="downsample"):
-        build_resnet("resnet50", width=TINY).layer4[1].set_stride(1)
+        build_backbone("resnet50", width=TINY).layer4[1].set_stride(1)
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -149,9 +150,9 @@ def test_pool_stripes_equals_band_reduction(stripes, rows, cols, pooling) -> Non
 
 EXPECTED = {  # name: (number of logits, metric feature dims, embedding dim) at default dims
     "baseline": (1, [256], 256),  # no reduction: the tiny ResNet-50's 256 channels
-    "pla": (1, [1024], 2048),
-    "pla_ce": (1, [], 2048),
-    "pla_triplet": (0, [2048], 2048),
+    "pla": (1, [128], 256),  # two heads, each half the backbone's 256 channels
+    "pla_ce": (1, [], 256),
+    "pla_triplet": (0, [256], 256),
     "mgn": (8, [256, 256, 256], 2048),
 }
 
@@ -324,7 +325,7 @@ def test_build_model_rejects_bad_values(kwargs: dict, match: str) -> None:
 @pytest.fixture
 def weights_file(tmp_path):
     """A torchvision-format state dict (fc included) of a tiny ResNet-50, and its path."""
-    state = build_resnet("resnet50", width=TINY, num_classes=1000).state_dict()
+    state = build_backbone("resnet50", width=TINY, num_classes=1000).state_dict()
     path = tmp_path / "resnet50_tiny.pth"
     torch.save(state, path)
     return state, path
@@ -338,7 +339,7 @@ def assert_matches(module_state: dict, reference: dict) -> None:
 
 def test_load_pretrained_roundtrip(weights_file) -> None:
     state, path = weights_file
-    net = build_resnet("resnet50", width=TINY)
+    net = build_backbone("resnet50", width=TINY)
     keys = load_pretrained(net, str(path))
     assert keys.missing == [] and keys.unexpected == []  # fc.* ignored
     assert_matches(net.state_dict(), state)
@@ -351,7 +352,7 @@ def test_load_pretrained_reports_missing_and_unexpected(tmp_path, weights_file, 
     state["extra.weight"] = torch.zeros(3)
     path = tmp_path / "edited.pth"
     torch.save(state, path)
-    net = build_resnet("resnet50", width=TINY)
+    net = build_backbone("resnet50", width=TINY)
     before = net.layer1[0].conv1.weight.clone()
     with caplog.at_level(logging.WARNING, logger="progreid.models.pretrained"):
         missing, unexpected = load_pretrained(net, str(path))
@@ -365,34 +366,52 @@ def test_load_pretrained_reports_missing_and_unexpected(tmp_path, weights_file, 
 def test_load_pretrained_shape_mismatch_names_key(weights_file) -> None:
     _, path = weights_file
     with pytest.raises(ValueError, match=r"conv1\.weight.*\(8, 3, 7, 7\).*\(16, 3, 7, 7\)"):
-        load_pretrained(build_resnet("resnet50", width=0.25), str(path))
+        load_pretrained(build_backbone("resnet50", width=0.25), str(path))
 
 
 def test_load_pretrained_bad_files(tmp_path) -> None:
     missing = tmp_path / "nope.pth"
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
-        load_pretrained(build_resnet("resnet18", width=TINY), str(missing))
+    with pytest.raises(PretrainedWeightsError, match="nope.pth"):
+        load_pretrained(build_backbone("resnet18", width=TINY), str(missing))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="garbage.pth"):
-        load_pretrained(build_resnet("resnet18", width=TINY), str(garbage))
+        load_pretrained(build_backbone("resnet18", width=TINY), str(garbage))
     listing = tmp_path / "list.pth"
     torch.save([1, 2, 3], listing)
     with pytest.raises(ValueError, match="expected a state dict"):
-        load_pretrained(build_resnet("resnet18", width=TINY), str(listing))
+        load_pretrained(build_backbone("resnet18", width=TINY), str(listing))
 
 
-def test_imagenet_without_network_is_a_clear_error(monkeypatch) -> None:
+@pytest.fixture
+def empty_hub(monkeypatch, tmp_path):
+    """A torch hub folder without any cached weights."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_imagenet_without_network_is_a_clear_error(monkeypatch, empty_hub) -> None:
     def offline(url, **kwargs):
         raise urllib.error.URLError("Temporary failure in name resolution")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(RuntimeError, match="no network.*local path"):
-        load_pretrained(build_resnet("resnet18"), "imagenet")
+    expected = str(empty_hub / "checkpoints" / "resnet18-f37072fd.pth")
+    with pytest.raises(PretrainedWeightsError, match=f"no network.*{expected}.*local path"):
+        load_pretrained(build_backbone("resnet18"), "imagenet")
 
 
-def test_imagenet_downloads_official_url(monkeypatch) -> None:
-    source = build_resnet("resnet18", num_classes=1000).state_dict()
+def test_imagenet_resnet_reads_the_hub_cache(monkeypatch, empty_hub) -> None:
+    source = build_backbone("resnet18", num_classes=1000).state_dict()
+    (empty_hub / "checkpoints").mkdir(parents=True)
+    torch.save(source, empty_hub / "checkpoints" / "resnet18-f37072fd.pth")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", pytest.fail)
+    net = build_backbone("resnet18")
+    assert load_pretrained(net, "imagenet") == ([], [])
+    assert_matches(net.state_dict(), source)
+
+
+def test_imagenet_downloads_official_url(monkeypatch, empty_hub) -> None:
+    source = build_backbone("resnet18", num_classes=1000).state_dict()
     urls = []
 
     def fake_hub(url, **kwargs):
@@ -400,7 +419,7 @@ def test_imagenet_downloads_official_url(monkeypatch) -> None:
         return source
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_hub)
-    net = build_resnet("resnet18")
+    net = build_backbone("resnet18")
     assert load_pretrained(net, "imagenet") == ([], [])
     assert urls == [IMAGENET_URLS["resnet18"]]
     assert_matches(net.state_dict(), source)
@@ -409,7 +428,7 @@ def test_imagenet_downloads_official_url(monkeypatch) -> None:
 def test_imagenet_needs_full_width(monkeypatch) -> None:
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", pytest.fail)
     with pytest.raises(ValueError, match="width"):
-        load_pretrained(build_resnet("resnet18", width=TINY), "imagenet")
+        load_pretrained(build_backbone("resnet18", width=TINY), "imagenet")
 
 
 @pytest.mark.parametrize("name", ["baseline", "pla", "pla_triplet"])

@@ -104,8 +104,10 @@ def test_spec_from_a_run_and_from_a_recipe(tmp_path):
         spec_from_path(tmp_path / "missing")
 
 
-def test_profile_command_prints_the_table_and_writes_json(tmp_path, capsys):
-    run = make_run(tmp_path / "run", synthetic_data(tmp_path / "data"), pca_dim=None)
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenetv2", "efficientnet_lite0"])
+def test_profile_command_prints_the_table_and_writes_json(tmp_path, capsys, backbone):
+    run = make_run(tmp_path / "run", synthetic_data(tmp_path / "data"), pca_dim=None,
+                   backbone=backbone, width=0.125 if backbone == "resnet18" else 0.25)
     out = tmp_path / "profile.json"
     assert main(["profile", str(run), "--batch-sizes", "2,3", "--warmup", "0", "--repeats", "1",
                  "--device", "cpu", "--no-memory", "--json", str(out)]) == 0

@@ -1,32 +1,40 @@
-"""A short training run on real CUHK01 images beats the untrained network (skipped without
-``../shared``)."""
+"""A short fine-tune of the ImageNet MobileNetV2 on real CUHK01 images beats its off-the-shelf
+features, which beat random initialisation (skipped without ``../shared`` or the weights)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 from progreid.config import load_config
+from progreid.models.pretrained import IMAGENET_SOURCES
 from progreid.training.run import evaluate_untrained, train
 
 REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = IMAGENET_SOURCES["mobilenetv2"]
 
-#: A few epochs of the small baseline recipe, evaluated without 10-crop / PCA to stay quick.
-SHORT = ["train.epochs=8", "schedule.e0=4", "schedule.e1=8", "schedule.beta1_switch_epoch=4",
-         "train.checkpoint_every=8", "eval.ten_crop=false", "eval.pca_dim=null"]
+#: Two short epochs of the CUHK01 baseline recipe, evaluated without flip to stay quick.
+SHORT = ["train.epochs=2", "data.batches_per_epoch=20", "schedule.warmup_epochs=0",
+         "schedule.milestones=[]", "train.checkpoint_every=2", "eval.flip=false"]
 
 
 @pytest.mark.slow
-def test_short_cuhk01_training_beats_the_untrained_network(cuhk01_root, tmp_path):
-    cfg = load_config(REPO / "configs" / "pla" / "cpu-small-baseline.yaml",
+@pytest.mark.skipif(importlib.util.find_spec(WEIGHTS.package) is None,
+                    reason=f"MobileNetV2 ImageNet weights not installed ({WEIGHTS.install})")
+def test_short_pretrained_cuhk01_run_beats_off_the_shelf_features(cuhk01_root, tmp_path):
+    cfg = load_config(REPO / "configs" / "cuhk01" / "baseline.yaml",
                       [f"data.root={cuhk01_root}", f"train.output_dir={tmp_path / 'run'}",
-                       *SHORT])
-    before = evaluate_untrained(cfg)
+                       "data.cache=false", *SHORT])
+    random_init = evaluate_untrained(load_config(
+        REPO / "configs" / "cuhk01" / "baseline.yaml",
+        [f"data.root={cuhk01_root}", "model.pretrained=null", *SHORT]))
+    off_the_shelf = evaluate_untrained(cfg)
     after = train(cfg)
-    # 972 queries; chance is 0.2 % rank-1 and the untrained network gets ~0.3 %. After these 8
-    # epochs: rank-1 1.4-1.8 %, rank-10 9.6-11.4 %, mAP 3.4-3.5 % (1 or 2 torch threads; the
-    # recipe's full 30 epochs reach ~13 %). The margins leave room for other thread counts.
-    assert after["rank1"] > 3 * before["rank1"], (before, after)
-    assert after["rank10"] > before["rank10"] + 4.0, (before, after)
-    assert after["mAP"] > before["mAP"] + 1.5, (before, after)
+    # 972 queries, chance 0.2 % rank-1. Measured (1 and 2 torch threads): random init rank-1
+    # ~1.5 % / mAP ~2.5 %, ImageNet features ~6.5 % / ~7 %, after 40 steps ~25 % / ~28 %.
+    assert off_the_shelf["rank1"] > 2 * random_init["rank1"], (random_init, off_the_shelf)
+    assert off_the_shelf["mAP"] > random_init["mAP"] + 2.0, (random_init, off_the_shelf)
+    assert after["rank1"] > off_the_shelf["rank1"] + 8.0, (off_the_shelf, after)
+    assert after["mAP"] > off_the_shelf["mAP"] + 8.0, (off_the_shelf, after)

@@ -45,7 +45,8 @@ def save_bundle(path: str | Path, cfg: Config, model: nn.Module, num_classes: in
                 projection: Projection | None = None) -> None:
     payload = {"format": "progreid-bundle-1", "config": config_to_dict(cfg),
                "num_classes": num_classes,
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "normalization": [list(values) for values in model.normalization]}
     if projection is not None:
         payload["pca"] = {"mean": projection.mean.cpu(), "components": projection.components.cpu()}
     save_checkpoint(path, payload)
@@ -73,6 +74,9 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     except ValueError as exc:
         raise CheckpointError(f"{path}: cannot rebuild its model: {exc}") from exc
     load_weights(model, payload["state_dict"], path)
+    if "normalization" in payload:  # bundles written before it was recorded used the backbone's
+        mean, std = payload["normalization"]
+        model.normalization = (tuple(mean), tuple(std))
     projection = None
     if "pca" in payload:
         projection = Projection(payload["pca"]["mean"], payload["pca"]["components"])

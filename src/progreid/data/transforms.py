@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ``(mean, std)`` of the torchvision ImageNet weights (ResNet, MobileNetV2).
+IMAGENET_NORMALIZATION = (IMAGENET_MEAN, IMAGENET_STD)
 ERASE_ATTEMPTS = 100
 
 

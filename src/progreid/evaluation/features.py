@@ -29,6 +29,9 @@ def embed_batch(model: nn.Module, images_uint8: torch.Tensor, flip_tta: bool = T
                 ten_crop_tta: bool = False, enlarge: float = 1.125) -> torch.Tensor:
     """Embeddings of one uint8 batch, averaged over the test-time views.
 
+    Images are normalised with ``model.normalization``, the ``(mean, std)`` of its backbone's
+    pretrained weights (recorded in the model bundle), exactly as in training.
+
     ``ten_crop_tta`` follows PLA Sec. 4.2: the four corners and the centre of the image enlarged by
     ``enlarge``, and their mirrors. Otherwise ``flip_tta`` averages with the mirrored image.
     """
@@ -39,8 +42,9 @@ def embed_batch(model: nn.Module, images_uint8: torch.Tensor, flip_tta: bool = T
     else:
         views = [images_uint8]
     total = None
+    mean, std = model.normalization
     for view in views:
-        feats = model(normalize(view)).float()
+        feats = model(normalize(view, mean, std)).float()
         total = feats if total is None else total + feats
     return total / len(views)
 

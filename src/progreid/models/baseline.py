@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from progreid.models.output import ModelOutput
-from progreid.models.resnet import ResNet
 
 POOLINGS: dict[str, Callable[..., Tensor]] = {
     "avg": F.adaptive_avg_pool2d, "max": F.adaptive_max_pool2d}
@@ -59,10 +58,11 @@ class Baseline(nn.Module):
     ``embedding_dim=None`` keeps the backbone's width (2048 for ResNet-50).
     """
 
-    def __init__(self, backbone: ResNet, num_classes: int, pooling: str = "avg",
+    def __init__(self, backbone: nn.Module, num_classes: int, pooling: str = "avg",
                  embedding_dim: int | None = None, bnneck: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
+        self.normalization = backbone.normalization
         self.pooling = pooling
         self.reduction = (nn.Linear(backbone.out_channels, embedding_dim)
                           if embedding_dim is not None else None)

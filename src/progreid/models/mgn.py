@@ -33,6 +33,7 @@ class MGN(nn.Module):
                  part_stride: int = 1, pooling: str = "max", bnneck: bool = False) -> None:
         super().__init__()
         self.pooling = pooling
+        self.normalization = backbone.normalization
         self.trunk = nn.Sequential(OrderedDict(
             conv1=backbone.conv1, bn1=backbone.bn1, relu=backbone.relu, maxpool=backbone.maxpool,
             layer1=backbone.layer1, layer2=backbone.layer2,

@@ -1,4 +1,4 @@
-"""The PLA network: ResNet, global max pooling, a cross-entropy head and a triplet head."""
+"""The PLA network: a backbone, global max pooling, a cross-entropy head and a triplet head."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from torch import Tensor, nn
 
 from progreid.models.baseline import NeckClassifier, pool_stripes
 from progreid.models.output import ModelOutput
-from progreid.models.resnet import ResNet
 
 
 class PLANet(nn.Module):
-    """PLA Sec. 3.1 (Fig. 2) and its Sec. 4.3 ablation variants.
+    """PLA Sec. 3.1 (Fig. 2) and its Sec. 4.3 ablation variants, on any backbone.
 
     The globally pooled backbone feature feeds 1x1 convolutions: the CE head (``head_dim``,
     1024 in the paper) goes to a classifier, the triplet head (``head_dim``) to the metric loss,
@@ -21,12 +20,13 @@ class PLANet(nn.Module):
     (not in the paper); the embedding then takes the normalised CE feature.
     """
 
-    def __init__(self, backbone: ResNet, num_classes: int, ce: bool = True, triplet: bool = True,
+    def __init__(self, backbone: nn.Module, num_classes: int, ce: bool = True, triplet: bool = True,
                  head_dim: int = 1024, pooling: str = "max", bnneck: bool = False) -> None:
         super().__init__()
         if not (ce or triplet):
             raise ValueError("PLANet needs at least one head (ce or triplet)")
         self.backbone = backbone
+        self.normalization = backbone.normalization
         self.pooling = pooling
         dim = head_dim if ce and triplet else 2 * head_dim
         channels = backbone.out_channels

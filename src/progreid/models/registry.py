@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from progreid.models.backbones import BACKBONES, RESNETS, build_backbone
 from progreid.models.baseline import POOLINGS, Baseline
 from progreid.models.mgn import MGN
 from progreid.models.pla import PLANet
 from progreid.models.pretrained import load_pretrained
-from progreid.models.resnet import BACKBONES, build_resnet
 
 #: (pooling, bnneck) each architecture uses when the caller passes None: the strong baseline's
 #: average pooling + BNNeck; PLA (Sec. 4.3) and MGN (Wang et al.) plain heads after max pooling.
@@ -29,6 +29,10 @@ def _check(num_classes: int, name: str, backbone: str, width: float, last_stride
         raise ValueError(f"unknown model name {name!r}; expected one of {sorted(PAPER_DEFAULTS)}")
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {sorted(BACKBONES)}")
+    if name == "mgn" and backbone not in RESNETS:
+        raise ValueError(f"model 'mgn' needs a ResNet backbone (its branches copy ResNet's "
+                         f"layer3 and layer4); got backbone {backbone!r}: use one of "
+                         f"{list(RESNETS)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     if isinstance(width, bool) or not isinstance(width, int | float) or not width > 0:
@@ -50,21 +54,23 @@ def build_model(num_classes: int, name: str = "baseline", backbone: str = "resne
     """A ReID network: in ``train()`` mode it returns a ModelOutput, in ``eval()`` the embedding.
 
     name: ``baseline`` (:class:`Baseline`), ``pla`` / ``pla_ce`` / ``pla_triplet`` (PLA Sec. 3.1
-    and its Sec. 4.3 ablations, :class:`PLANet`) or ``mgn`` (:class:`MGN`).
+    and its Sec. 4.3 ablations, :class:`PLANet`) or ``mgn`` (:class:`MGN`, ResNets only).
+    backbone: a name of :data:`~progreid.models.backbones.BACKBONES`.
     width: channel multiplier of the backbone (head sizes change only through embedding_dim).
     last_stride: stride of layer4; for ``mgn`` the stride of the part branches (the global
     branch always has 2).
     pooling / bnneck: None takes the architecture's own choice (:data:`PAPER_DEFAULTS`).
     embedding_dim: baseline: width of a linear reduction (None: none); PLA: width of one head
-    (default 1024); MGN: width of each of the 8 reduced features (default 256).
-    pretrained: a local torchvision ``.pth`` or ``"imagenet"``, loaded into the backbone before
+    (default: half the backbone's channels, the paper's 1024 for ResNet-50); MGN: width of
+    each of the 8 reduced features (default 256).
+    pretrained: a local state dict file or ``"imagenet"``, loaded into the backbone before
     MGN copies it into its branches, so every branch starts from the same weights.
     """
     _check(num_classes, name, backbone, width, last_stride, pooling, embedding_dim)
     default_pooling, default_bnneck = PAPER_DEFAULTS[name]
     pooling = pooling or default_pooling
     bnneck = default_bnneck if bnneck is None else bnneck
-    net = build_resnet(backbone, width=width, last_stride=last_stride)
+    net = build_backbone(backbone, width=width, last_stride=last_stride)
     if pretrained is not None:
         load_pretrained(net, pretrained)
     if name == "baseline":
@@ -72,4 +78,5 @@ def build_model(num_classes: int, name: str = "baseline", backbone: str = "resne
     if name == "mgn":
         return MGN(net, num_classes, embedding_dim or 256, last_stride, pooling, bnneck)
     ce, triplet = PLA_HEADS[name]
-    return PLANet(net, num_classes, ce, triplet, embedding_dim or 1024, pooling, bnneck)
+    return PLANet(net, num_classes, ce, triplet, embedding_dim or net.out_channels // 2,
+                  pooling, bnneck)

@@ -8,10 +8,11 @@ state dicts load key for key. Two ReID additions: the stride of the last stage (
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from progreid.data.transforms import IMAGENET_NORMALIZATION
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -110,6 +111,8 @@ class ResNet(nn.Module):
     :meth:`classify`), so parameter counts and state-dict keys equal torchvision's exactly.
     """
 
+    normalization = IMAGENET_NORMALIZATION
+
     def __init__(self, arch: str, block: type[_Block], layers: tuple[int, int, int, int],
                  width: float = 1.0, last_stride: int = 2, num_classes: int | None = None) -> None:
         super().__init__()
@@ -159,19 +162,3 @@ def resnet34(**kwargs) -> ResNet:
 
 def resnet50(**kwargs) -> ResNet:
     return ResNet("resnet50", Bottleneck, (3, 4, 6, 3), **kwargs)
-
-
-BACKBONES: dict[str, Callable[..., ResNet]] = {
-    "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
-
-
-def build_resnet(arch: str, width: float = 1.0, last_stride: int = 2,
-                 num_classes: int | None = None) -> ResNet:
-    """A ResNet by name (``resnet18``, ``resnet34``, ``resnet50``)."""
-    if arch not in BACKBONES:
-        raise ValueError(f"unknown backbone {arch!r}; expected one of {sorted(BACKBONES)}")
-    if not width > 0:
-        raise ValueError(f"width must be > 0, got {width!r}")
-    if last_stride not in (1, 2):
-        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
-    return BACKBONES[arch](width=width, last_stride=last_stride, num_classes=num_classes)

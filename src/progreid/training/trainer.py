@@ -92,9 +92,23 @@ def augment_seed(seed: int, rank: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
 
 
+def parameter_groups(model: nn.Module, backbone_lr_mult: float) -> list[dict[str, Any]]:
+    """Trainable parameters in groups with an ``lr_mult``: the pretrained backbone's
+    (``backbone.*``, or MGN's ``trunk``/``branches``) at ``backbone_lr_mult``, the new heads at 1.
+    One group when the multiplier is 1."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if backbone_lr_mult == 1.0:
+        return [{"params": [p for _, p in trainable], "lr_mult": 1.0}]
+    in_backbone = ("backbone.", "trunk.", "branches.")
+    backbone = [p for name, p in trainable if name.startswith(in_backbone)]
+    heads = [p for name, p in trainable if not name.startswith(in_backbone)]
+    return [{"params": backbone, "lr_mult": backbone_lr_mult},
+            {"params": heads, "lr_mult": 1.0}]
+
+
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
-    """Adam (PLA, TRC) or SGD over all trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Adam (PLA, TRC) or SGD over all trainable parameters, grouped by ``lr_mult``."""
+    params = parameter_groups(model, cfg.optim.backbone_lr_mult)
     opt = cfg.optim
     if opt.name == "adam":
         fused = opt.fused if opt.fused is not None else device.type == "cuda"
@@ -134,8 +148,9 @@ class Trainer:
                                  rank=rank, world_size=world_size,
                                  replacement=cfg.data.replacement)
         self.loader = self._build_loader()
+        mean, std = self.model.normalization
         self.augment = BatchAugment(enlarge=cfg.data.enlarge, flip_p=cfg.data.flip_p,
-                                    erase_p=cfg.data.erase_p)
+                                    erase_p=cfg.data.erase_p, mean=mean, std=std)
         self.generator = torch.Generator(device=self.device)
         forward = wrap_model(self.model, self.device) if world_size > 1 else self.model
         self.forward_model: nn.Module = torch.compile(forward) if cfg.train.compile else forward
@@ -158,14 +173,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ one epoch
     def apply_schedule(self) -> float:
-        """Set learning rate (and Adam beta1) for the epoch about to run; return the rate.
+        """Set learning rate (and Adam beta1) for the epoch about to run; return the heads' rate
+        (each parameter group gets it times its ``lr_mult``).
 
         The schedule is a function of ``epoch - schedule_start``, the epochs since it started.
         """
         epoch = self.epoch - self.schedule_start
         lr = learning_rate(epoch, self.cfg.optim.lr, self.cfg.schedule)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)  # absent in older checkpoints
             if "betas" in group:
                 beta1 = adam_beta1(epoch, self.cfg.optim.betas[0], self.cfg.schedule)
                 group["betas"] = (beta1, group["betas"][1])
