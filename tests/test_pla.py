@@ -31,7 +31,7 @@ from progreid.training.pla import (
     open_storage,
     sample_candidates,
 )
-from progreid.training.trainer import Trainer
+from progreid.training.trainer import NonFiniteLossError, Stage, Trainer
 from progreid.utils.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,12 +179,24 @@ def test_round_study_with_fixed_dimensions(tmp_path: Path) -> None:
     assert (w.lam, w.k) == (1.0, 1) and -0.1 <= w.margin <= 0.3 and 1 <= w.p <= 16
 
 
-def test_diverged_exploration_is_reported_not_raised() -> None:
-    class Diverging:
-        def train_epoch(self, objective):
-            raise pla.NonFiniteLossError("loss became nan")
+def explore(trainer: Trainer, objective: Objective, epochs: int) -> list[float] | None:
+    """An exploration stage of ``epochs`` epochs: its losses, or None when it diverged."""
+    stage = Stage(objective, trainer.epoch + epochs, kept=False)
+    trainer.run_stage(stage, ())
+    return None if stage.diverged else stage.losses
 
-    assert pla.explore(Diverging(), Objective(), 4) is None
+
+def test_diverged_exploration_is_reported_not_raised() -> None:
+    class Diverging(Trainer):
+        def __init__(self) -> None:
+            self.epoch = 0
+
+        def train_epoch(self, objective, hooks=()):
+            raise NonFiniteLossError("loss became nan")
+
+    assert explore(Diverging(), Objective(), 4) is None
+    with pytest.raises(NonFiniteLossError):
+        Diverging().run_stage(Stage(Objective(), 4), ())
 
 
 # ----------------------------------------------------------------------------- restoration
@@ -220,7 +232,7 @@ def test_exploration_restores_bit_for_bit(tiny_root: Path, tmp_path: Path) -> No
     before = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in before.items()}
     snapshot = trainer.snapshot()
     w = HyperParams(1.3, 0.2, 2, 3)
-    losses = pla.explore(trainer, w.objective(base), 2)
+    losses = explore(trainer, w.objective(base), 2)
     assert trainer.epoch == 3 and len(losses) == 2
     changed = flat_state(trainer.state_dict())
     assert not torch.equal(changed["/model/ce_head.weight"], before["/model/ce_head.weight"])
@@ -233,7 +245,7 @@ def test_exploration_restores_bit_for_bit(tiny_root: Path, tmp_path: Path) -> No
         else:
             assert after[key] == value, key
     # the restored state trains exactly as the exploration's first epoch did
-    assert pla.explore(trainer, w.objective(base), 1) == losses[:1]
+    assert explore(trainer, w.objective(base), 1) == losses[:1]
 
 
 def test_continue_from_best_takes_weights_and_moments_only(tiny_root: Path,
@@ -348,18 +360,19 @@ def test_resume_after_a_finished_round(tiny_root: Path, full_run: Path, tmp_path
 def test_resume_after_an_interrupted_exploration(tiny_root: Path, full_run: Path,
                                                  tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    explore = pla.explore
+    run_stage = Trainer.run_stage
     calls: list[int] = []
     interrupt = [True]
 
-    def interrupted(trainer, objective, epochs):
-        calls.append(trainer.epoch)
-        if interrupt[0] and len(calls) == 2:  # killed during round 0's second exploration
-            trainer.train_epoch(objective)
-            raise KeyboardInterrupt
-        return explore(trainer, objective, epochs)
+    def interrupted(trainer, stage, hooks):
+        if not stage.kept:
+            calls.append(trainer.epoch)
+            if interrupt[0] and len(calls) == 2:  # killed during round 0's second exploration
+                trainer.train_epoch(stage.objective)
+                raise KeyboardInterrupt
+        return run_stage(trainer, stage, hooks)
 
-    monkeypatch.setattr(pla, "explore", interrupted)
+    monkeypatch.setattr(Trainer, "run_stage", interrupted)
     run_dir = tmp_path / "interrupted"
     assert train_tiny(tiny_root, run_dir, max_epochs=2) == 130
     assert explorations(run_dir) == [(0, 0)]

@@ -18,8 +18,9 @@ from progreid.config import ConfigError, load_config
 from progreid.models import ModelOutput, build_model
 from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
-from progreid.training.trainer import EpochStats
-from progreid.training.trc import PhaseProgress, SHistogram, run_trc
+from progreid.training.hooks import training_hooks
+from progreid.training.trainer import EpochStats, Trainer
+from progreid.training.trc import PhaseProgress, SHistogram, TRCPlan
 from progreid.utils.checkpoint import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +56,9 @@ def reference_histogram(values: list[float], bins: int) -> list[int]:
 
 # ----------------------------------------------------------------------------- fake trainer
 
-class FakeTrainer:
-    """Stands in for Trainer: records (phase, phase-local epoch) per epoch and checkpoints."""
+class FakeTrainer(Trainer):
+    """Trainer's loop without a model: records (phase, phase-local epoch) per epoch and
+    checkpoints."""
 
     def __init__(self, overrides: list[str], epoch: int = 0) -> None:
         self.cfg = load_config(CPU_SMALL, ["train.checkpoint_every=2", *overrides])
@@ -68,15 +70,20 @@ class FakeTrainer:
         self.features = torch.randn(12, 5, generator=generator)
         self.labels = torch.arange(4).repeat_interleave(3)
 
-    def train_epoch(self, objective: Objective, on_batch=None) -> EpochStats:
+    def train_epoch(self, objective: Objective, hooks=()) -> EpochStats:
         self.calls.append((objective.metric_params["phase"], self.epoch - self.schedule_start))
-        if on_batch is not None:
-            on_batch(ModelOutput([], [self.features], self.features), self.labels)
+        for hook in hooks:
+            hook.after_step(self, ModelOutput([], [self.features], self.features), self.labels)
         self.epoch += 1
         return EpochStats(self.epoch, {"loss": 0.25, "metric": 0.25}, 1e-3, 0.5, 12)
 
     def save_checkpoint(self, extra=None, path=None) -> None:
         self.saved.append((self.epoch, dict(extra)))
+
+
+def run_trc(trainer: FakeTrainer, objective: Objective, log: MetricsLog, progress: dict) -> None:
+    plan = TRCPlan(trainer.cfg, objective, log, progress)
+    trainer.fit(plan, training_hooks(plan, log))
 
 
 def trc_objective(**params) -> Objective:
@@ -152,7 +159,7 @@ def test_histogram_equals_reference_over_batches_and_features(k: float) -> None:
     for _ in range(2):
         labels = torch.randint(0, 4, (10,), generator=generator)
         features = [torch.randn(10, 6, generator=generator) for _ in range(3)]
-        histogram(ModelOutput([], features, features[0]), labels)
+        histogram.after_step(None, ModelOutput([], features, features[0]), labels)
         for f in features:
             values += reference_s_values(f.numpy(), labels.numpy(), k)
     record = histogram.record()
@@ -166,7 +173,7 @@ def test_histogram_default_k_and_empty_epoch() -> None:
     features = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     histogram = SHistogram(bins=4)  # the loss's default k (10)
-    histogram(ModelOutput([], [features], features), labels)
+    histogram.after_step(None, ModelOutput([], [features], features), labels)
     assert histogram.record()["counts"] == reference_histogram(
         reference_s_values(features.numpy(), labels.numpy(), 10.0), 4)
     assert SHistogram(bins=3).record() == {"edges": pytest.approx([0, 1 / 3, 2 / 3, 1]),

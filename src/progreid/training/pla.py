@@ -17,7 +17,7 @@ silent (all configurable in the ``pla`` section):
 - ``count_exploration`` (default false): M counts the epochs that are kept (exploitation); the
   explorations, which are undone, are extra. True makes M count every epoch trained.
 - ``schedule_scope`` (default ``round``): the Eq. 10 learning rate, the beta1 switch and any
-  warm-up restart at each round (``Trainer.schedule_start`` = the round's first epoch): the
+  warm-up restart at each round (``Stage.schedule_start`` = the round's first epoch): the
   paper's exploit length, 300, equals its e1, and Eq. 9 expects a 15% loss drop that a rate
   already decayed to 0.001 x alpha0 cannot give. ``global`` runs one schedule over the kept
   epochs. Explorations run at the schedule position of the round's start (the epochs the
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,15 +49,14 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from progreid.config import Config, ConfigError
 from progreid.training.distributed import main_process_result
+from progreid.training.hooks import BEST_CHECKPOINT
 from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
-from progreid.training.run import evaluate_trainer, log_epoch
-from progreid.training.trainer import NonFiniteLossError, Trainer
+from progreid.training.trainer import Plan, Stage, Trainer
 from progreid.utils.checkpoint import load_checkpoint
 
 METRIC = "generalized_batch_hard"
 STUDY_FILE = "pla_study.db"
-BEST_CHECKPOINT = "best.pt"
 T = TypeVar("T")
 
 
@@ -323,60 +322,113 @@ class RoundState:
                           [*self.candidates, proposal])
 
 
-# --------------------------------------------------------------------------- the driver
-def explore(trainer: Trainer, objective: Objective, epochs: int) -> list[float] | None:
-    """Algorithm 1 exploration: ``epochs`` epochs from the current state; the per-epoch mean
-    losses, or None when the loss became non-finite. The caller restores the state."""
-    try:
-        return [trainer.train_epoch(objective).loss for _ in range(epochs)]
-    except NonFiniteLossError:
-        return None
-
-
-def run_pla(trainer: Trainer, objective: Objective, log: MetricsLog,
-            progress: dict[str, Any]) -> None:
-    """Train with PLA Algorithm 1 (see the module docstring); ``progress`` resumes a run.
+# --------------------------------------------------------------------------- the plan
+class PLAPlan(Plan):
+    """PLA Algorithm 1 as a training plan (see the module docstring); ``progress`` resumes a run.
 
     Under torchrun every process trains; the per-epoch losses are already averaged over the
     processes, so each computes the same f(w). Rank 0 alone owns the study and its decisions
     (which explorations are finished, the proposal w') reach the others by broadcast.
     """
-    cfg = trainer.cfg
-    if objective.metric != METRIC:
-        raise ConfigError(f"train.method = pla needs loss.metric = {METRIC!r} (PLA Eq. 3-4), "
-                          f"got {objective.metric!r}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = SearchSpace.from_config(cfg)
-    storage = open_storage(trainer.run_dir, fresh=not progress) if trainer.is_main else None
-    if progress:
-        state = RoundState.from_progress(progress)
-    else:
-        candidates = sample_candidates(space, cfg.pla.initial_candidates,
-                                       np.random.default_rng(cfg.train.seed))
-        state = RoundState(0, trainer.epoch, 0, candidates)
-        trainer.save_checkpoint(extra=state.to_progress())
-        log.write("pla_start", epoch=trainer.epoch, space=dataclasses.asdict(space),
-                  candidates=[w.as_dict() for w in candidates])
-    while exploitation_length(cfg, state.origin, state.explored_epochs,
-                              len(state.candidates)) > 0:
-        if cfg.pla.schedule_scope == "round":
-            trainer.schedule_start = state.origin
-        study = (RoundStudy(storage, state.round, space, cfg.train.seed, cfg.pla.ei_samples)
-                 if storage is not None else None)
-        proposal = _decide(study, RoundStudy.proposal)
-        if proposal is None:
-            _explore_round(trainer, objective, log, state, study)
-            proposal = _decide(study, RoundStudy.propose)
-            log.write("pla_proposal", epoch=state.origin, round=state.round,
-                      **proposal.record())
-        _exploit(trainer, objective, log, state, proposal.w)
-        if cfg.pla.continue_from == "best" and state.best_epoch != trainer.epoch:
-            _continue_from_best(trainer)
-        record = (_round_record(state, study, proposal, trainer.epoch)
-                  if study is not None else {})
-        state = state.next_round(proposal.w, trainer.epoch, cfg.pla.explore_epochs)
-        trainer.save_checkpoint(extra=state.to_progress())
-        log.write("pla_round", **record)
+
+    def __init__(self, cfg: Config, objective: Objective, log: MetricsLog,
+                 progress: dict[str, Any]) -> None:
+        if objective.metric != METRIC:
+            raise ConfigError(f"train.method = pla needs loss.metric = {METRIC!r} (PLA Eq. 3-4), "
+                              f"got {objective.metric!r}")
+        self.cfg, self.objective, self.log = cfg, objective, log
+        self.space = SearchSpace.from_config(cfg)
+        self.state = RoundState.from_progress(progress) if progress else None
+        self.exploit: Stage | None = None
+
+    def current(self) -> RoundState:
+        """The round's state with the exploitation's losses and best epoch so far."""
+        if self.exploit is None:
+            return self.state
+        return dataclasses.replace(self.state, losses=list(self.exploit.losses),
+                                   best_loss=self.exploit.best_loss,
+                                   best_epoch=self.exploit.best_epoch)
+
+    def progress(self, trainer: Trainer) -> dict[str, Any]:
+        return self.current().to_progress()
+
+    def stages(self, trainer: Trainer) -> Iterator[Stage]:
+        cfg = self.cfg
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = (open_storage(trainer.run_dir, fresh=self.state is None) if trainer.is_main
+                   else None)
+        if self.state is None:
+            candidates = sample_candidates(self.space, cfg.pla.initial_candidates,
+                                           np.random.default_rng(cfg.train.seed))
+            self.state = RoundState(0, trainer.epoch, 0, candidates)
+            trainer.save_checkpoint(extra=self.progress(trainer))
+            self.log.write("pla_start", epoch=trainer.epoch, space=dataclasses.asdict(self.space),
+                           candidates=[w.as_dict() for w in candidates])
+        while (length := exploitation_length(cfg, self.state.origin, self.state.explored_epochs,
+                                             len(self.state.candidates))) > 0:
+            state = self.state
+            study = (RoundStudy(storage, state.round, self.space, cfg.train.seed,
+                                cfg.pla.ei_samples) if storage is not None else None)
+            proposal = _decide(study, RoundStudy.proposal)
+            if proposal is None:
+                yield from self._explore_round(trainer, study)
+                proposal = _decide(study, RoundStudy.propose)
+                self.log.write("pla_proposal", epoch=state.origin, round=state.round,
+                               **proposal.record())
+            yield self._exploit_stage(trainer, proposal.w, length)
+            self.state, self.exploit = self.current(), None
+            if cfg.pla.continue_from == "best" and self.state.best_epoch != trainer.epoch:
+                _continue_from_best(trainer)
+            record = (_round_record(self.state, study, proposal, trainer.epoch)
+                      if study is not None else {})
+            self.state = self.state.next_round(proposal.w, trainer.epoch, cfg.pla.explore_epochs)
+            trainer.save_checkpoint(extra=self.progress(trainer))
+            self.log.write("pla_round", **record)
+
+    def _schedule_start(self) -> int:
+        """``pla.schedule_scope``: the round's first epoch (round) or 0 (global)."""
+        return self.state.origin if self.cfg.pla.schedule_scope == "round" else 0
+
+    def _explore_round(self, trainer: Trainer, study: RoundStudy | None) -> Iterator[Stage]:
+        """Explore every candidate not yet explored in this round, restoring after each.
+
+        ``study`` is None on the processes other than rank 0, which only train.
+        """
+        state, pla = self.state, self.cfg.pla
+        if trainer.epoch != state.origin:
+            raise RuntimeError(f"PLA round {state.round}: exploration must start at the round's "
+                               f"epoch {state.origin}, but the trainer is at {trainer.epoch}")
+        finished = _decide(study, lambda s: set(s.explorations()))
+        snapshot = trainer.snapshot()
+        for index, w in enumerate(state.candidates):
+            if index in finished:
+                continue
+            stage = Stage(w.objective(self.objective), state.origin + pla.explore_epochs,
+                          self._schedule_start(), kept=False)
+            yield stage
+            trainer.restore(snapshot)
+            losses = None if stage.diverged else stage.losses
+            drop = None if losses is None else loss_drop_objective(losses, pla.expected_drop)
+            if study is not None:
+                study.record_exploration(index, w, losses, drop)
+            self.log.write("pla_explore", epoch=state.origin, round=state.round,
+                           candidate=index, w=w.as_dict(), losses=losses,
+                           f=None if drop is None else drop.value)
+
+    def _exploit_stage(self, trainer: Trainer, w: HyperParams, length: int) -> Stage:
+        """Algorithm 1 exploitation with w'; the lowest-loss epoch goes to ``best.pt``."""
+        state = self.state
+        if trainer.epoch != state.origin + len(state.losses):
+            raise RuntimeError(f"PLA round {state.round}: the checkpoint is at epoch "
+                               f"{trainer.epoch} but the progress record has "
+                               f"{len(state.losses)} exploitation epochs from epoch "
+                               f"{state.origin}")
+        self.exploit = Stage(w.objective(self.objective), state.origin + length,
+                             self._schedule_start(), fields=lambda epoch: {"round": state.round},
+                             best_info={"round": state.round, "w": w.as_dict()},
+                             losses=list(state.losses), best_loss=state.best_loss,
+                             best_epoch=state.best_epoch)
+        return self.exploit
 
 
 def _decide(study: RoundStudy | None, decide: Callable[[RoundStudy], T]) -> T:
@@ -384,66 +436,13 @@ def _decide(study: RoundStudy | None, decide: Callable[[RoundStudy], T]) -> T:
     return main_process_result(lambda: decide(study))
 
 
-def _explore_round(trainer: Trainer, objective: Objective, log: MetricsLog, state: RoundState,
-                   study: RoundStudy | None) -> None:
-    """Explore every candidate not yet explored in this round, restoring after each.
-
-    ``study`` is None on the processes other than rank 0, which only train.
-    """
-    if trainer.epoch != state.origin:
-        raise RuntimeError(f"PLA round {state.round}: exploration must start at the round's "
-                           f"epoch {state.origin}, but the trainer is at {trainer.epoch}")
-    pla = trainer.cfg.pla
-    finished = _decide(study, lambda s: set(s.explorations()))
-    snapshot = trainer.snapshot()
-    for index, w in enumerate(state.candidates):
-        if index in finished:
-            continue
-        losses = explore(trainer, w.objective(objective), pla.explore_epochs)
-        trainer.restore(snapshot)
-        drop = None if losses is None else loss_drop_objective(losses, pla.expected_drop)
-        if study is not None:
-            study.record_exploration(index, w, losses, drop)
-        log.write("pla_explore", epoch=state.origin, round=state.round, candidate=index,
-                  w=w.as_dict(), losses=losses, f=None if drop is None else drop.value)
-
-
-def _exploit(trainer: Trainer, objective: Objective, log: MetricsLog, state: RoundState,
-             w: HyperParams) -> None:
-    """Algorithm 1 exploitation with w'; the lowest-loss epoch goes to ``best.pt``."""
-    cfg = trainer.cfg
-    length = exploitation_length(cfg, state.origin, state.explored_epochs, len(state.candidates))
-    end = state.origin + length
-    if trainer.epoch != state.origin + len(state.losses):
-        raise RuntimeError(f"PLA round {state.round}: the checkpoint is at epoch "
-                           f"{trainer.epoch} but the progress record has "
-                           f"{len(state.losses)} exploitation epochs from epoch {state.origin}")
-    exploit_objective = w.objective(objective)
-    while trainer.epoch < end:
-        stats = trainer.train_epoch(exploit_objective)
-        log_epoch(log, stats, round=state.round)
-        state.losses.append(stats.loss)
-        if state.best_loss is None or stats.loss < state.best_loss:
-            state.best_loss, state.best_epoch = stats.loss, trainer.epoch
-            trainer.save_checkpoint(extra={"round": state.round, "w": w.as_dict(),
-                                           "loss": stats.loss, "epoch": trainer.epoch},
-                                    path=_best_path(trainer))
-        if trainer.epoch % cfg.train.checkpoint_every == 0 or trainer.epoch == end:
-            trainer.save_checkpoint(extra=state.to_progress())
-        if cfg.train.eval_every and trainer.epoch % cfg.train.eval_every == 0:
-            log.write("eval", epoch=trainer.epoch, **evaluate_trainer(trainer))
-
-
-def _best_path(trainer: Trainer) -> Path:
-    return trainer.run_dir / "checkpoints" / BEST_CHECKPOINT
-
-
 def _continue_from_best(trainer: Trainer) -> None:
     """Take weights and optimiser moments from ``best.pt``; the epoch counter, sampler and RNGs
     carry on from the last epoch. Under torchrun the collective waits until rank 0 has written
     the file."""
     main_process_result(lambda: None)
-    best = load_checkpoint(_best_path(trainer), map_location=trainer.device)["trainer"]
+    best = load_checkpoint(trainer.checkpoint_path.with_name(BEST_CHECKPOINT),
+                           map_location=trainer.device)["trainer"]
     trainer.load_state_dict({**trainer.state_dict(), "model": best["model"],
                              "optimizer": best["optimizer"]})
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,51 +24,30 @@ from progreid.data.validation import check_against_dataset, validate_dataset
 from progreid.evaluation.features import extract_features
 from progreid.evaluation.pca import fit_pca
 from progreid.evaluation.pipeline import evaluate_model
+from progreid.training.hooks import evaluate_trainer, training_hooks
 from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
-from progreid.training.trainer import EpochStats, Trainer
+from progreid.training.pla import PLAPlan
+from progreid.training.trainer import Plan, Stage, Trainer
+from progreid.training.trc import TRCPlan
 from progreid.utils.io import atomic_write_json
 
 METRICS_NAME = "metrics.jsonl"
 
-Driver = Callable[[Trainer, Objective, MetricsLog, dict[str, Any]], None]
 
+class StandardPlan(Plan):
+    """Plain training: ``train.epochs`` epochs with one fixed objective."""
 
-def run_standard(trainer: Trainer, objective: Objective, log: MetricsLog,
+    def __init__(self, cfg: Config, objective: Objective, log: MetricsLog,
                  progress: dict[str, Any]) -> None:
-    """Plain training: ``train.epochs`` epochs with one fixed objective.
+        self.stage = Stage(objective, cfg.train.epochs)
 
-    An epoch's evaluation comes before its checkpoint, so a run killed in between repeats both
-    on ``--resume`` and its log misses no evaluation.
-    """
-    cfg = trainer.cfg.train
-    while trainer.epoch < cfg.epochs:
-        stats = trainer.train_epoch(objective)
-        log_epoch(log, stats)
-        if cfg.eval_every and trainer.epoch % cfg.eval_every == 0:
-            log.write("eval", epoch=trainer.epoch, **evaluate_trainer(trainer))
-        if trainer.epoch % cfg.checkpoint_every == 0 or trainer.epoch == cfg.epochs:
-            trainer.save_checkpoint()
+    def stages(self, trainer: Trainer) -> Iterator[Stage]:
+        yield self.stage
 
 
-def log_epoch(log: MetricsLog, stats: EpochStats, **fields: Any) -> None:
-    """One ``epoch`` record: the epoch's mean loss terms, learning rate and speed."""
-    log.write("epoch", epoch=stats.epoch, lr=stats.lr, seconds=round(stats.seconds, 3),
-              images_per_second=round(stats.images / max(stats.seconds, 1e-9), 2),
-              **fields, **stats.terms)
-
-
-def select_driver(method: str) -> Driver:
-    """The training procedure of ``train.method``: standard, PLA Algorithm 1, or TRC phases."""
-    if method == "pla":
-        from progreid.training.pla import run_pla
-
-        return run_pla
-    if method == "trc":
-        from progreid.training.trc import run_trc
-
-        return run_trc
-    return run_standard
+#: The plan of each ``train.method``: standard, PLA Algorithm 1, or TRC phases.
+PLANS: dict[str, type[Plan]] = {"standard": StandardPlan, "pla": PLAPlan, "trc": TRCPlan}
 
 
 def load_dataset(cfg: Config) -> ReIDDataset:
@@ -78,12 +57,6 @@ def load_dataset(cfg: Config) -> ReIDDataset:
     except OSError as exc:
         raise DatasetError(f"cannot read dataset {cfg.data.dataset} at {cfg.data.root}: {exc}; "
                            "check that the folder exists and is readable") from exc
-
-
-def evaluate_trainer(trainer: Trainer, projector=None) -> dict[str, float]:
-    cfg = trainer.cfg
-    return evaluate_model(trainer.model, trainer.dataset, cfg.eval, cfg.data.height,
-                          cfg.data.width, trainer.device, cfg.data.workers, projector)
 
 
 def fit_training_projection(trainer: Trainer) -> Projection | None:
@@ -163,7 +136,6 @@ def train(cfg: Config, resume: bool = False, rank: int = 0,
     """
     objective = Objective.from_config(cfg.loss)
     objective.validate()
-    driver = select_driver(cfg.train.method)
     run_dir = check_run_dir(cfg, resume)
     dataset, scan = validate_dataset(load_dataset(cfg), cfg.data)
     check_against_dataset(cfg.data, dataset, world_size)
@@ -179,7 +151,8 @@ def train(cfg: Config, resume: bool = False, rank: int = 0,
         log.write("start", epoch=0, method=cfg.train.method,
                   train_images=len(dataset.train), train_ids=dataset.num_train_pids)
     log.write("data_check", epoch=trainer.epoch, **scan.log_fields())
-    driver(trainer, objective, log, progress)
+    plan = PLANS[cfg.train.method](cfg, objective, log, progress)
+    trainer.fit(plan, training_hooks(plan, log))
     projection = fit_training_projection(trainer)
     metrics = evaluate_trainer(trainer, projection)
     if trainer.is_main:

@@ -1,7 +1,11 @@
 """The training loop: one object that owns model, optimiser, sampler and RNG state.
 
-It is deliberately open for the progressive drivers: :meth:`Trainer.train_epoch` runs one epoch
-with a given :class:`Objective` and returns the mean losses; :meth:`Trainer.snapshot` and
+:meth:`Trainer.fit` is the only epoch loop. A :class:`Plan` says what to train as a sequence of
+:class:`Stage` s (an objective, an end epoch and where the learning-rate schedule starts: the
+standard run is one stage, TRC two phases, PLA rounds of explorations and an exploitation);
+:class:`Hook` s do everything around the epochs (log, evaluate, checkpoint). For each epoch the
+loop sets learning rate and Adam beta1, runs forward, backward and step over the PK batches,
+checks the loss is finite, then calls the hooks. :meth:`Trainer.snapshot` and
 :meth:`Trainer.restore` copy the complete training state in memory (PLA's exploration), and
 :meth:`Trainer.save_checkpoint` / :meth:`Trainer.load_checkpoint` persist it (``--resume``).
 """
@@ -12,8 +16,8 @@ import contextlib
 import copy
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +51,6 @@ from progreid.utils.checkpoint import (
     save_checkpoint,
 )
 
-#: Called after every training batch's loss with the model output and the batch labels.
-BatchCallback = Callable[[ModelOutput, torch.Tensor], None]
-
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
@@ -68,6 +69,63 @@ class EpochStats:
     @property
     def loss(self) -> float:
         return self.terms["loss"]
+
+
+@dataclass
+class Stage:
+    """Epochs trained with one objective, until the trainer's epoch counter reaches ``end``.
+
+    The learning-rate schedule and the beta1 switch are functions of ``epoch - schedule_start``
+    (TRC restarts them per phase, PLA per round). ``fields(epoch)`` names the stage in the
+    records of its epochs (``round``, ``phase``). A stage that is not ``kept`` (PLA's
+    exploration, undone afterwards) calls no hook, and a non-finite loss ends it with
+    ``diverged`` set instead of stopping the run. ``best_info`` (None: not tracked) asks for
+    the stage's lowest-loss epoch in ``checkpoints/best.pt``. The loop appends each epoch's
+    mean loss to ``losses`` and the best hook updates ``best_loss`` / ``best_epoch``; a plan
+    resuming a stage half-way passes what its checkpoint recorded of them.
+    """
+
+    objective: Objective
+    end: int
+    schedule_start: int = 0
+    fields: Callable[[int], dict[str, Any]] = lambda epoch: {}
+    kept: bool = True
+    best_info: dict[str, Any] | None = None
+    losses: list[float] = field(default_factory=list)
+    best_loss: float | None = None
+    best_epoch: int | None = None
+    diverged: bool = False
+
+
+class Hook:
+    """Something done around the epochs of :meth:`Trainer.fit`; every method is a no-op here.
+
+    ``after_step`` sees each batch's model output (detached use only) after the optimiser step.
+    """
+
+    def before_epoch(self, trainer: Trainer, stage: Stage) -> None:
+        pass
+
+    def after_step(self, trainer: Trainer, output: ModelOutput, labels: torch.Tensor) -> None:
+        pass
+
+    def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
+        pass
+
+
+class Plan:
+    """A training method: the :class:`Stage` s to train, what a checkpoint records of the
+    progress through them, and any hooks of its own (run after the epoch record is logged and
+    before evaluation and checkpoints)."""
+
+    def stages(self, trainer: Trainer) -> Iterator[Stage]:
+        raise NotImplementedError
+
+    def progress(self, trainer: Trainer) -> dict[str, Any]:
+        return {}
+
+    def hooks(self) -> list[Hook]:
+        return []
 
 
 def resolve_device(name: str) -> torch.device:
@@ -156,8 +214,7 @@ class Trainer:
         self.forward_model: nn.Module = torch.compile(forward) if cfg.train.compile else forward
         self.sample_log = SampleLog(rank)
         self.epoch = 0
-        # Epoch at which the schedule (re)starts: a phased driver (TRC) moves it to restart the
-        # learning-rate scheme per phase; drivers set it, so it is not part of the state.
+        # Epoch at which the schedule (re)starts: the current stage's; not part of the state.
         self.schedule_start = 0
 
     def _build_loader(self) -> Iterable[tuple[torch.Tensor, ...]]:
@@ -170,6 +227,30 @@ class Trainer:
         with local_main_first():
             return build_cached_train_loader(self.dataset.train, data.height, data.width,
                                              self.sampler, data.workers, self.device)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, plan: Plan, hooks: Sequence[Hook]) -> None:
+        """Train every stage of ``plan``, calling ``hooks`` in their order after each epoch."""
+        for stage in plan.stages(self):
+            self.run_stage(stage, hooks)
+
+    def run_stage(self, stage: Stage, hooks: Sequence[Hook]) -> None:
+        """Train from the current epoch to ``stage.end`` (see :class:`Stage`)."""
+        self.schedule_start = stage.schedule_start
+        hooks = hooks if stage.kept else ()
+        while self.epoch < stage.end:
+            for hook in hooks:
+                hook.before_epoch(self, stage)
+            try:
+                stats = self.train_epoch(stage.objective, hooks)
+            except NonFiniteLossError:
+                if stage.kept:
+                    raise
+                stage.diverged = True
+                return
+            stage.losses.append(stats.loss)
+            for hook in hooks:
+                hook.after_epoch(self, stage, stats)
 
     # ------------------------------------------------------------------ one epoch
     def apply_schedule(self) -> float:
@@ -205,12 +286,11 @@ class Trainer:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, pids
 
-    def train_epoch(self, objective: Objective,
-                    on_batch: BatchCallback | None = None) -> EpochStats:
+    def train_epoch(self, objective: Objective, hooks: Sequence[Hook] = ()) -> EpochStats:
         """Run one epoch over the PK sampler with ``objective``; return mean loss terms.
 
-        ``on_batch(output, labels)``, if given, sees each batch's model output (e.g. TRC's
-        S-value histogram of the metric features) without a second forward pass.
+        Each hook's ``after_step`` sees each batch's model output (e.g. TRC's S-value histogram
+        of the metric features) without a second forward pass.
         """
         self.model.train()
         lr = self.apply_schedule()
@@ -224,11 +304,11 @@ class Trainer:
                 output = self.forward_model(images)
             output, pids = gather_batch(output, pids)
             loss, terms = objective(output, pids)
-            if on_batch is not None:
-                on_batch(output, pids)
             self.optimizer.zero_grad(set_to_none=True)
             (loss * loss_scale()).backward()
             self.optimizer.step()
+            for hook in hooks:
+                hook.after_step(self, output, pids)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value
             steps += 1

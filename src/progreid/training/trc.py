@@ -4,16 +4,16 @@ Phase 1 ("vanilla") optimises the top-rank counter (TRC Eq. 5-6) only on the pai
 the top-rank constraint (d_ap >= min_n d_an); phase 2 ("full") on all anchor/positive pairs.
 Each phase runs ``trc.vanilla_epochs`` / ``trc.full_epochs`` epochs and restarts the configured
 learning-rate scheme (TRC Sec. V-B: 1.5e-4, 1.5e-5, 1.5e-6 in steps of 500 epochs "in both of
-Phase 1 and Phase 2"): the schedule is a function of the phase-local epoch, through
-``Trainer.schedule_start``. The Adam moments carry over from phase 1 into phase 2 (the paper
-continues training; it does not say it resets the optimiser).
+Phase 1 and Phase 2"): each phase is a :class:`Stage` whose schedule starts at its first epoch.
+The Adam moments carry over from phase 1 into phase 2 (the paper continues training; it does
+not say it resets the optimiser).
 
 Every epoch logs an ``epoch`` record (with ``phase`` and ``phase_epoch``) and a
 ``trc_histogram`` record: the counts of the S values (TRC Eq. 4) of every anchor/positive pair of
 every batch of the epoch, in ``trc.histogram_bins`` equal bins over [0, 1] -- the loss-value
 distribution of TRC Fig. 3. The S values come from the batch's metric features as the trainer
-computed them (no second forward pass), before the optimiser step; with several metric features
-(MGN) the histogram pools all of them.
+computed them (no second forward pass); with several metric features (MGN) the histogram pools
+all of them. It is the plan's one hook, :class:`SHistogram`.
 
 ``train.epochs`` is not used: the budget is ``trc.vanilla_epochs + trc.full_epochs``. The
 checkpoint's ``extra`` holds ``{"phase", "phase_epoch"}`` so ``--resume`` continues in the right
@@ -22,39 +22,41 @@ phase with the right phase-local learning rate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from progreid.config import ConfigError, TRCConfig
+from progreid.config import Config, ConfigError, TRCConfig
 from progreid.losses import PHASES, top_rank_counter_values
 from progreid.models import ModelOutput
 from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
-from progreid.training.run import evaluate_trainer, log_epoch
-from progreid.training.trainer import Trainer
+from progreid.training.trainer import EpochStats, Hook, Plan, Stage, Trainer
 from progreid.utils.checkpoint import CheckpointError
 
 METRIC = "top_rank_counter"
 
 
-@dataclass
-class SHistogram:
-    """Accumulates the S values (TRC Eq. 4) of an epoch's batches into equal bins over [0, 1].
+class SHistogram(Hook):
+    """Accumulates the S values (TRC Eq. 4) of an epoch's batches into equal bins over [0, 1]
+    and logs them as the epoch's ``trc_histogram`` record.
 
-    Use it as the trainer's ``on_batch`` callback. ``k`` is the loss's k (None: the loss's
-    default). ``violations`` counts the pairs with S >= 0.5, i.e. d_ap >= min_n d_an: the ideal
-    top-rank counter H of TRC Eq. 3.
+    ``k`` is the loss's k (None: the loss's default). ``violations`` counts the pairs with
+    S >= 0.5, i.e. d_ap >= min_n d_an: the ideal top-rank counter H of TRC Eq. 3.
     """
 
-    bins: int
-    k: float | None = None
-    counts: Tensor | None = field(default=None, init=False)
-    violations: Tensor | None = field(default=None, init=False)
+    def __init__(self, bins: int, k: float | None = None, log: MetricsLog | None = None) -> None:
+        self.bins, self.k, self.log = bins, k, log
+        self.counts: Tensor | None = None
+        self.violations: Tensor | None = None
 
-    def __call__(self, output: ModelOutput, labels: Tensor) -> None:
+    def before_epoch(self, trainer: Trainer, stage: Stage) -> None:
+        self.counts = self.violations = None
+
+    def after_step(self, trainer: Trainer, output: ModelOutput, labels: Tensor) -> None:
         params = {} if self.k is None else {"k": self.k}
         for features in output.metric_features:
             values = top_rank_counter_values(features.detach().float(), labels, **params)
@@ -65,6 +67,10 @@ class SHistogram:
             else:
                 self.counts += counts
                 self.violations += violations
+
+    def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
+        self.log.write("trc_histogram", epoch=stats.epoch, **stage.fields(stats.epoch),
+                       **self.record())
 
     def record(self) -> dict[str, Any]:
         """JSON fields: bin ``edges`` (bins + 1), ``counts`` per bin, ``pairs`` and
@@ -114,27 +120,29 @@ def phase_objective(objective: Objective, phase: str) -> Objective:
     return objective.with_metric_params(phase=phase)
 
 
-def run_trc(trainer: Trainer, objective: Objective, log: MetricsLog,
-            progress: dict[str, Any]) -> None:
-    """TRC Sec. IV: train the vanilla phase, then the full phase, resuming from ``progress``."""
-    cfg = trainer.cfg
-    budgets = phase_budgets(cfg.trc)
-    objectives = {phase: phase_objective(objective, phase) for phase, _ in budgets}
-    k = objective.metric_params.get("k")
-    state = PhaseProgress.from_extra(progress)
-    for phase, budget in budgets[PHASES.index(state.phase):]:
-        done = state.phase_epoch if phase == state.phase else 0
-        trainer.schedule_start = trainer.epoch - done
-        while done < budget:
-            histogram = SHistogram(cfg.trc.histogram_bins, k)
-            stats = trainer.train_epoch(objectives[phase], on_batch=histogram)
-            done += 1
-            log_epoch(log, stats, phase=phase, phase_epoch=done)
-            log.write("trc_histogram", epoch=stats.epoch, phase=phase, phase_epoch=done,
-                      **histogram.record())
-            if trainer.epoch % cfg.train.checkpoint_every == 0 or done == budget:
-                trainer.save_checkpoint(extra=PhaseProgress(phase, done).extra())
-            if cfg.train.eval_every and trainer.epoch % cfg.train.eval_every == 0:
-                log.write("eval", epoch=trainer.epoch, phase=phase, phase_epoch=done,
-                          **evaluate_trainer(trainer))
+class TRCPlan(Plan):
+    """TRC Sec. IV: the vanilla phase, then the full phase, resuming from ``progress``."""
 
+    def __init__(self, cfg: Config, objective: Objective, log: MetricsLog,
+                 progress: dict[str, Any]) -> None:
+        self.objectives = {phase: phase_objective(objective, phase) for phase in PHASES}
+        self.budgets = phase_budgets(cfg.trc)
+        self.start = PhaseProgress.from_extra(progress)
+        self.histogram = SHistogram(cfg.trc.histogram_bins, objective.metric_params.get("k"), log)
+        self.stage: Stage | None = None
+
+    def stages(self, trainer: Trainer) -> Iterator[Stage]:
+        """One stage a phase; its records and the checkpoint name ``phase`` and ``phase_epoch``
+        (the epochs completed in the phase)."""
+        for phase, budget in self.budgets[PHASES.index(self.start.phase):]:
+            first = trainer.epoch - (self.start.phase_epoch if phase == self.start.phase else 0)
+            self.stage = Stage(self.objectives[phase], first + budget, first,
+                               fields=lambda epoch, phase=phase, first=first: PhaseProgress(
+                                   phase, epoch - first).extra())
+            yield self.stage
+
+    def progress(self, trainer: Trainer) -> dict[str, Any]:
+        return self.stage.fields(trainer.epoch)
+
+    def hooks(self) -> list[Hook]:
+        return [self.histogram]

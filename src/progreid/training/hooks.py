@@ -1,0 +1,78 @@
+"""The hooks of every training run, in the one order :func:`training_hooks` gives them.
+
+After each kept epoch: the ``epoch`` record, the plan's own hooks (TRC's S histogram), the
+evaluation (every ``train.eval_every`` epochs), the stage's lowest-loss checkpoint (PLA), then
+``checkpoints/last.pt`` (every ``train.checkpoint_every`` epochs and at the end of a stage).
+An epoch's evaluation comes before its checkpoint, so a run killed in between repeats both on
+``--resume`` and its log misses no evaluation.
+"""
+
+from __future__ import annotations
+
+from progreid.evaluation.pipeline import evaluate_model
+from progreid.training.metrics_log import MetricsLog
+from progreid.training.trainer import EpochStats, Hook, Plan, Stage, Trainer
+
+BEST_CHECKPOINT = "best.pt"
+
+
+def evaluate_trainer(trainer: Trainer, projector=None) -> dict[str, float]:
+    cfg = trainer.cfg
+    return evaluate_model(trainer.model, trainer.dataset, cfg.eval, cfg.data.height,
+                          cfg.data.width, trainer.device, cfg.data.workers, projector)
+
+
+class EpochLog(Hook):
+    """One ``epoch`` record: the epoch's mean loss terms, learning rate, speed and stage."""
+
+    def __init__(self, log: MetricsLog) -> None:
+        self.log = log
+
+    def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
+        self.log.write("epoch", epoch=stats.epoch, lr=stats.lr, seconds=round(stats.seconds, 3),
+                       images_per_second=round(stats.images / max(stats.seconds, 1e-9), 2),
+                       **stage.fields(stats.epoch), **stats.terms)
+
+
+class Evaluation(Hook):
+    """An ``eval`` record every ``train.eval_every`` epochs (0: none during training)."""
+
+    def __init__(self, log: MetricsLog) -> None:
+        self.log = log
+
+    def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
+        every = trainer.cfg.train.eval_every
+        if every and trainer.epoch % every == 0:
+            self.log.write("eval", epoch=trainer.epoch, **stage.fields(trainer.epoch),
+                           **evaluate_trainer(trainer))
+
+
+class BestCheckpoint(Hook):
+    """The lowest-loss epoch of a stage with ``best_info`` in ``checkpoints/best.pt`` (PLA
+    Algorithm 1: "save the model with lowest loss")."""
+
+    def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
+        if stage.best_info is None or (stage.best_loss is not None
+                                       and stats.loss >= stage.best_loss):
+            return
+        stage.best_loss, stage.best_epoch = stats.loss, trainer.epoch
+        trainer.save_checkpoint(extra={**stage.best_info, "loss": stats.loss,
+                                       "epoch": trainer.epoch},
+                                path=trainer.checkpoint_path.with_name(BEST_CHECKPOINT))
+
+
+class Checkpoint(Hook):
+    """``checkpoints/last.pt`` with the plan's progress, every ``train.checkpoint_every``
+    epochs and at the end of each stage."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
+        if trainer.epoch % trainer.cfg.train.checkpoint_every == 0 or trainer.epoch == stage.end:
+            trainer.save_checkpoint(extra=self.plan.progress(trainer))
+
+
+def training_hooks(plan: Plan, log: MetricsLog) -> list[Hook]:
+    """The hooks of a run of ``plan``, in the order that is correct for ``--resume``."""
+    return [EpochLog(log), *plan.hooks(), Evaluation(log), BestCheckpoint(), Checkpoint(plan)]
