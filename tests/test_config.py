@@ -49,7 +49,8 @@ def test_int_is_accepted_for_float():
     (["schedule.milestones=[20, 10]"], "must be increasing"),
     (["schedule.name=exponential", "schedule.e0=10", "schedule.e1=5"], "schedule.e1"),
     (["pla.lambda_range=[2, 0]"], "pla.lambda_range"),
-    (["train.method=trc", "trc.vanilla_epochs=0", "trc.full_epochs=0"], "nothing to train"),
+    (["train.method=trc", "loss.metric=top_rank_counter", "loss.metric_params={}",
+      "trc.vanilla_epochs=0", "trc.full_epochs=0"], "nothing to train"),
     (["optim.lr"], "expected key=value"),
     (["lr=1"], "section.name"),
 ])

@@ -18,6 +18,7 @@ from torch import nn
 from progreid.cli import main
 from progreid.data.cache import CACHE_DIR_ENV
 from progreid.data.synthetic import generate_pedestrians
+from progreid.losses import BatchHard
 from progreid.models import ModelOutput
 from progreid.training.distributed import (
     SAMPLE_LOG_ENV,
@@ -56,7 +57,7 @@ def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _train(model: nn.Module, forward: nn.Module, rank: int, world_size: int) -> list[float]:
-    objective = Objective(metric="batch_hard", metric_params={"margin": 0.3})
+    objective = Objective(BatchHard(margin=0.3))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     share = 8 // world_size
     losses = []

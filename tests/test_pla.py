@@ -19,6 +19,7 @@ from progreid.bundle import load_bundle
 from progreid.cli import main
 from progreid.config import ConfigError, load_config
 from progreid.data import build_dataset
+from progreid.losses import CrossEntropy, GeneralizedBatchHard
 from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
 from progreid.training.pla import (
@@ -95,14 +96,14 @@ def test_search_space_from_config() -> None:
     cfg = load_config(CPU_SMALL, ["pla.p_max=40", "pla.lambda_range=[0.5, 1]"])
     assert SearchSpace.from_config(cfg) == SearchSpace((0.5, 1.0), (-0.1, 0.3), 4, 40)
     with pytest.raises(ConfigError, match="pla.k_max = 5 exceeds data.k = 4"):
-        SearchSpace.from_config(load_config(CPU_SMALL, ["pla.k_max=5"]))
+        load_config(CPU_SMALL, ["pla.k_max=5"])
 
 
 def test_hyper_params_objective_is_eq5() -> None:
-    base = Objective(1.0, 0.0, "generalized_batch_hard", 1.0, {})
+    base = Objective(GeneralizedBatchHard(), lam=1.0, ce=CrossEntropy(0.0))
     objective = HyperParams(0.7, -0.05, 3, 2).objective(base)
-    assert objective.metric_weight == 0.7
-    assert objective.metric_params == {"k": 3, "p": 2, "margin": -0.05}
+    assert objective == Objective(GeneralizedBatchHard(k=3, p=2, margin=-0.05), lam=0.7,
+                                  ce=CrossEntropy(0.0))
     assert HyperParams.from_dict(HyperParams(0.7, -0.05, 3, 2).as_dict()) == \
         HyperParams(0.7, -0.05, 3, 2)
 

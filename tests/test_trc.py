@@ -15,10 +15,11 @@ import torch.nn.functional as F
 
 from progreid.cli import main
 from progreid.config import ConfigError, load_config
+from progreid.losses import CrossEntropy, TopRankCounter
 from progreid.models import ModelOutput, build_model
+from progreid.training.hooks import training_hooks
 from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
-from progreid.training.hooks import training_hooks
 from progreid.training.trainer import EpochStats, Trainer
 from progreid.training.trc import PhaseProgress, SHistogram, TRCPlan
 from progreid.utils.checkpoint import CheckpointError
@@ -71,7 +72,7 @@ class FakeTrainer(Trainer):
         self.labels = torch.arange(4).repeat_interleave(3)
 
     def train_epoch(self, objective: Objective, hooks=()) -> EpochStats:
-        self.calls.append((objective.metric_params["phase"], self.epoch - self.schedule_start))
+        self.calls.append((objective.metric.phase, self.epoch - self.schedule_start))
         for hook in hooks:
             hook.after_step(self, ModelOutput([], [self.features], self.features), self.labels)
         self.epoch += 1
@@ -86,9 +87,8 @@ def run_trc(trainer: FakeTrainer, objective: Objective, log: MetricsLog, progres
     trainer.fit(plan, training_hooks(plan, log))
 
 
-def trc_objective(**params) -> Objective:
-    return Objective(ce_weight=0.0, metric="top_rank_counter", metric_params={"k": 10.0,
-                                                                             **params})
+def trc_objective() -> Objective:
+    return Objective(TopRankCounter(k=10.0), ce_weight=0.0)
 
 
 def test_phase_switch_objective_per_epoch_and_checkpoints(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_single_phase_budgets(tmp_path: Path, vanilla: int, full: int, calls) ->
 def test_bad_setups_are_clear_errors(tmp_path: Path) -> None:
     log = MetricsLog(tmp_path / "m.jsonl")
     with pytest.raises(ConfigError, match="loss.metric"):
-        run_trc(FakeTrainer([]), Objective(metric="batch_hard"), log, {})
+        FakeTrainer(["loss.metric=batch_hard"])
     with pytest.raises(ConfigError, match="both 0"):
         run_trc(FakeTrainer(["trc.vanilla_epochs=0", "trc.full_epochs=0"]), trc_objective(),
                 log, {})
@@ -188,8 +188,7 @@ def test_mgn_objective_is_mean_of_eight_ce_and_three_trc_terms() -> None:
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     output = model(torch.randn(8, 3, 48, 24))
     assert len(output.logits) == 8 and len(output.metric_features) == 3
-    objective = Objective(ce_weight=1.0, label_smoothing=0.0, metric="top_rank_counter",
-                          metric_params={"k": 10.0, "phase": "full"})
+    objective = Objective(TopRankCounter(k=10.0, phase="full"), ce=CrossEntropy(0.0))
     loss, terms = objective(output, labels)
     ce = sum(F.cross_entropy(logits, labels).item() for logits in output.logits) / 8
     trc = sum(np.sum(reference_s_values(f.detach().numpy(), labels.numpy(), 10.0)) / 8

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from progreid.losses import METRIC_LOSSES, metric_params, metric_term
 from progreid.utils.io import atomic_write_text
 
 
@@ -71,7 +72,8 @@ class ModelConfig:
 class LossConfig:
     ce_weight: float = _spec(1.0, min=0.0)
     label_smoothing: float = _spec(0.1, min=0.0, max=1.0)
-    metric: str | None = _spec("batch_hard", help="metric loss name, or null for none")
+    metric: str | None = _spec("batch_hard", help="metric loss name (progreid.losses."
+                               "METRIC_LOSSES), or null for none")
     metric_weight: float = _spec(1.0, min=0.0, help="lambda of PLA Eq. 5")
     metric_params: dict[str, Any] = _spec(factory=lambda: {"margin": 0.3})
 
@@ -202,6 +204,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _apply_override(raw, item)
     cfg = config_from_dict(raw, source)
     check_consistency(cfg, source)
+    for section in METHOD_SECTIONS:
+        if raw.get(section) is not None and cfg.train.method != section:
+            raise ConfigError(f"{source}: section {section!r} applies to train.method = "
+                              f"{section!r} only, but train.method = {cfg.train.method!r}; "
+                              "remove the section or change the method")
     return cfg
 
 
@@ -359,8 +366,14 @@ def _union_error(errors: list[str], key: str, value: Any, hint: Any,
     return ConfigError(errors[0]) if len(errors) == 1 else _type_error(key, value, hint, source)
 
 
+#: The sections that configure one training method, and the metric loss each method needs
+#: (PLA Eq. 3-4, TRC Eq. 4-6).
+METHOD_SECTIONS = {"pla": "generalized_batch_hard", "trc": "top_rank_counter"}
+
+
 def check_consistency(cfg: Config, source: str = "<config>") -> None:
     """Cross-field checks that a single field's bounds cannot express."""
+    _check_loss(cfg, source)
     low, high = cfg.pla.lambda_range
     if low > high:
         raise ConfigError(f"{source}: pla.lambda_range = {list(cfg.pla.lambda_range)}: "
@@ -385,9 +398,36 @@ def check_consistency(cfg: Config, source: str = "<config>") -> None:
     if cfg.eval.protocol == "single_shot" and cfg.eval.rerank:
         raise ConfigError(f"{source}: eval.rerank is not defined for eval.protocol = "
                           "'single_shot' (its gallery changes at every repeat); set one of them")
+    if cfg.train.method == "pla" and (cfg.pla.k_max or 0) > cfg.data.k:
+        raise ConfigError(f"{source}: pla.k_max = {cfg.pla.k_max} exceeds data.k = {cfg.data.k}: "
+                          f"an anchor has at most {cfg.data.k - 1} positives in a batch")
     if cfg.train.method == "trc" and cfg.trc.vanilla_epochs + cfg.trc.full_epochs == 0:
         raise ConfigError(f"{source}: trc.vanilla_epochs and trc.full_epochs are both 0: "
                           "nothing to train")
+
+
+def _check_loss(cfg: Config, source: str) -> None:
+    """The metric loss exists, takes its parameters and values, and suits the method."""
+    loss, method = cfg.loss, cfg.train.method
+    if loss.metric is not None and loss.metric not in METRIC_LOSSES:
+        raise ConfigError(f"{source}: loss.metric = {loss.metric!r} is not a metric loss; choose "
+                          f"one of {', '.join(METRIC_LOSSES)} (or null for none)")
+    needed = METHOD_SECTIONS.get(method)
+    if needed is not None and loss.metric != needed:
+        raise ConfigError(f"{source}: train.method = {method!r} needs loss.metric = "
+                          f"{needed!r}, got {loss.metric!r}")
+    if loss.metric is None:
+        return
+    accepted = metric_params(loss.metric)
+    for name in loss.metric_params:
+        if name not in accepted:
+            raise ConfigError(f"{source}: unknown key 'loss.metric_params.{name}' of metric loss "
+                              f"{loss.metric!r}; valid keys here: "
+                              f"{', '.join('loss.metric_params.' + a for a in accepted)}")
+    try:
+        metric_term(loss.metric, loss.metric_params)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: loss.metric_params of {loss.metric!r}: {exc}") from exc
 
 
 def _check_model(cfg: Config, source: str) -> None:
@@ -422,14 +462,16 @@ def _check_metric_batch(cfg: Config, source: str) -> None:
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain nested dict (tuples as lists) suitable for YAML/JSON."""
+    """Plain nested dict (tuples as lists) suitable for YAML/JSON, without the sections of the
+    methods ``train.method`` does not name."""
     def plain(value: Any) -> Any:
         if isinstance(value, tuple | list):
             return [plain(v) for v in value]
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
         return value
-    return plain(dataclasses.asdict(cfg))
+    return {section: plain(value) for section, value in dataclasses.asdict(cfg).items()
+            if section not in METHOD_SECTIONS or section == cfg.train.method}
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

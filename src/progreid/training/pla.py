@@ -47,7 +47,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.samplers import GPSampler
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from progreid.config import Config, ConfigError
+from progreid.config import Config
 from progreid.training.distributed import main_process_result
 from progreid.training.hooks import BEST_CHECKPOINT
 from progreid.training.metrics_log import MetricsLog
@@ -55,7 +55,6 @@ from progreid.training.objective import Objective
 from progreid.training.trainer import Plan, Stage, Trainer
 from progreid.utils.checkpoint import load_checkpoint
 
-METRIC = "generalized_batch_hard"
 STUDY_FILE = "pla_study.db"
 T = TypeVar("T")
 
@@ -80,8 +79,7 @@ class HyperParams:
 
     def objective(self, base: Objective) -> Objective:
         """The composite loss of PLA Eq. 5 with this w: ``CE + lambda * L_GBH^{k,p}(m)``."""
-        return base.with_metric_params(metric_weight=self.lam, k=self.k, p=self.p,
-                                       margin=self.margin)
+        return base.with_metric(lam=self.lam, k=self.k, p=self.p, margin=self.margin)
 
 
 @dataclass(frozen=True)
@@ -103,9 +101,6 @@ class SearchSpace:
         """
         k_max = cfg.pla.k_max if cfg.pla.k_max is not None else cfg.data.k
         p_max = cfg.pla.p_max if cfg.pla.p_max is not None else cfg.data.p
-        if k_max > cfg.data.k:
-            raise ConfigError(f"pla.k_max = {k_max} exceeds data.k = {cfg.data.k}: an anchor "
-                              f"has at most {cfg.data.k - 1} positives in a batch")
         return cls(tuple(cfg.pla.lambda_range), tuple(cfg.pla.margin_range), k_max, p_max)
 
     def distributions(self) -> dict[str, BaseDistribution]:
@@ -333,9 +328,6 @@ class PLAPlan(Plan):
 
     def __init__(self, cfg: Config, objective: Objective, log: MetricsLog,
                  progress: dict[str, Any]) -> None:
-        if objective.metric != METRIC:
-            raise ConfigError(f"train.method = pla needs loss.metric = {METRIC!r} (PLA Eq. 3-4), "
-                              f"got {objective.metric!r}")
         self.cfg, self.objective, self.log = cfg, objective, log
         self.space = SearchSpace.from_config(cfg)
         self.state = RoundState.from_progress(progress) if progress else None

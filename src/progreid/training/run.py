@@ -135,7 +135,6 @@ def train(cfg: Config, resume: bool = False, rank: int = 0,
     leaves no partial run folder behind.
     """
     objective = Objective.from_config(cfg.loss)
-    objective.validate()
     run_dir = check_run_dir(cfg, resume)
     dataset, scan = validate_dataset(load_dataset(cfg), cfg.data)
     check_against_dataset(cfg.data, dataset, world_size)

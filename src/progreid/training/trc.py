@@ -29,15 +29,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from progreid.config import Config, ConfigError, TRCConfig
+from progreid.config import Config, TRCConfig
 from progreid.losses import PHASES, top_rank_counter_values
 from progreid.models import ModelOutput
 from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
 from progreid.training.trainer import EpochStats, Hook, Plan, Stage, Trainer
 from progreid.utils.checkpoint import CheckpointError
-
-METRIC = "top_rank_counter"
 
 
 class SHistogram(Hook):
@@ -112,23 +110,15 @@ def phase_budgets(cfg: TRCConfig) -> list[tuple[str, int]]:
     return list(zip(PHASES, (cfg.vanilla_epochs, cfg.full_epochs), strict=True))
 
 
-def phase_objective(objective: Objective, phase: str) -> Objective:
-    """The objective of one phase: the configured top-rank counter with ``phase`` set."""
-    if objective.metric != METRIC:
-        raise ConfigError(f"train.method = 'trc' needs loss.metric = {METRIC!r}, got "
-                          f"{objective.metric!r}")
-    return objective.with_metric_params(phase=phase)
-
-
 class TRCPlan(Plan):
     """TRC Sec. IV: the vanilla phase, then the full phase, resuming from ``progress``."""
 
     def __init__(self, cfg: Config, objective: Objective, log: MetricsLog,
                  progress: dict[str, Any]) -> None:
-        self.objectives = {phase: phase_objective(objective, phase) for phase in PHASES}
+        self.objectives = {phase: objective.with_metric(phase=phase) for phase in PHASES}
         self.budgets = phase_budgets(cfg.trc)
         self.start = PhaseProgress.from_extra(progress)
-        self.histogram = SHistogram(cfg.trc.histogram_bins, objective.metric_params.get("k"), log)
+        self.histogram = SHistogram(cfg.trc.histogram_bins, objective.metric.k, log)
         self.stage: Stage | None = None
 
     def stages(self, trainer: Trainer) -> Iterator[Stage]:
