@@ -28,7 +28,7 @@ from train_throughput import device_name  # benchmarks/ is on sys.path when run 
 
 from progreid.evaluation.features import embed_batch
 from progreid.models import build_model
-from progreid.training.trainer import resolve_device
+from progreid.utils.device import resolve_device
 
 
 def images_per_second(model: nn.Module, batch: torch.Tensor, flip: bool, amp: bool,

@@ -55,7 +55,8 @@ from progreid.data.synthetic import generate_pedestrians
 from progreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from progreid.models import build_model
 from progreid.training.objective import Objective
-from progreid.training.trainer import Trainer, build_optimizer, resolve_device, seed_everything
+from progreid.training.trainer import Trainer, build_optimizer, seed_everything
+from progreid.utils.device import resolve_device
 
 K = 4
 

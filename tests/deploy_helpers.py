@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
-from progreid.bundle import Projection, save_bundle
+from progreid.bundle import save_bundle
 from progreid.config import load_config, save_config
 from progreid.data.synthetic import generate_pedestrians
+from progreid.evaluation.pca import Projection
 from progreid.models import build_model
 from progreid.training.metrics_log import MetricsLog
 

@@ -13,7 +13,7 @@ from progreid.data.registry import build_dataset
 from progreid.data.sample import DatasetError
 from progreid.data.synthetic import generate_pedestrians
 from progreid.evaluation import cuhk03_single_shot, evaluate_features, market_multi_query
-from progreid.evaluation.features import extract_features
+from progreid.evaluation.features import Embedder, extract_features
 from progreid.evaluation.pipeline import evaluate_model, summarize
 from progreid.models.registry import build_model
 
@@ -34,6 +34,10 @@ def model():
     return build_model(6, "baseline", backbone="resnet18", width=0.125).eval()
 
 
+def embedder(model, cfg):
+    return Embedder(model, HEIGHT, WIDTH, cfg.flip, cfg.ten_crop)
+
+
 def features(model, samples, cfg):
     return extract_features(model, samples, HEIGHT, WIDTH, "cpu", cfg.batch_size, 0,
                             flip_tta=cfg.flip, ten_crop_tta=cfg.ten_crop)
@@ -44,7 +48,7 @@ def test_standard_protocol_equals_evaluate_features(dataset, model):
     query, gallery = features(model, dataset.query, cfg), features(model, dataset.gallery, cfg)
     expected = evaluate_features(query.features, gallery.features, query.pids, gallery.pids,
                                  query.camids, gallery.camids)
-    assert evaluate_model(model, dataset, cfg, HEIGHT, WIDTH) == summarize(expected)
+    assert evaluate_model(embedder(model, cfg), dataset, cfg) == summarize(expected)
 
 
 @pytest.mark.parametrize("pooling", ["avg", "max"])
@@ -56,9 +60,10 @@ def test_multi_query_pools_over_the_gt_bbox_images(dataset, model, pooling):
     expected = market_multi_query(query.pids, query.camids, extra.features, extra.pids,
                                   extra.camids, gallery.features, gallery.pids, gallery.camids,
                                   pooling=pooling)
-    got = evaluate_model(model, dataset, cfg, HEIGHT, WIDTH)
+    got = evaluate_model(embedder(model, cfg), dataset, cfg)
     assert got == summarize(expected)
-    assert got != evaluate_model(model, dataset, EvalConfig(batch_size=32), HEIGHT, WIDTH)
+    single = EvalConfig(batch_size=32)
+    assert got != evaluate_model(embedder(model, single), dataset, single)
 
 
 def test_single_shot_protocol_averages_the_repeats(dataset, model):
@@ -66,13 +71,14 @@ def test_single_shot_protocol_averages_the_repeats(dataset, model):
     query, gallery = features(model, dataset.query, cfg), features(model, dataset.gallery, cfg)
     expected = cuhk03_single_shot(query.features, gallery.features, query.pids, gallery.pids,
                                   query.camids, gallery.camids, repeats=3)
-    assert evaluate_model(model, dataset, cfg, HEIGHT, WIDTH) == summarize(expected)
+    assert evaluate_model(embedder(model, cfg), dataset, cfg) == summarize(expected)
 
 
 def test_multi_query_without_gt_bbox_images_is_a_clear_error(dataset, model):
     bare = dataclasses.replace(dataset, multi_query=[])
     with pytest.raises(DatasetError, match="has no multi-query"):
-        evaluate_model(model, bare, EvalConfig(multi_query="avg"), HEIGHT, WIDTH)
+        cfg = EvalConfig(multi_query="avg")
+        evaluate_model(embedder(model, cfg), bare, cfg)
 
 
 def test_single_shot_with_rerank_is_rejected():

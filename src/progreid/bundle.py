@@ -1,4 +1,8 @@
-"""The deployable model of a run (``model.pt``): config, weights and optional PCA projection."""
+"""The deployable model of a run (``model.pt``): config, weights and optional PCA projection.
+
+:meth:`Bundle.embedder` is how every user of a trained model embeds images: exactly as the
+run's evaluation did (normalisation, network, test-time augmentation, PCA).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import torch
 from torch import nn
 
 from progreid.config import Config, config_from_dict, config_to_dict
+from progreid.evaluation.features import Embedder
+from progreid.evaluation.pca import Projection
 from progreid.models import build_model
 from progreid.utils.checkpoint import (
     CheckpointError,
@@ -22,23 +28,16 @@ BUNDLE_NAME = "model.pt"
 
 
 @dataclass
-class Projection:
-    """PCA post-processing (PLA Sec. 4.2): ``(x - mean) @ components.T``."""
-
-    mean: torch.Tensor
-    components: torch.Tensor
-
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        mean = self.mean.to(features.device, features.dtype)
-        return (features - mean) @ self.components.to(features.device, features.dtype).T
-
-
-@dataclass
 class Bundle:
     model: nn.Module
     config: Config
     num_classes: int
     projection: Projection | None = None
+
+    def embedder(self, cfg: Config | None = None) -> Embedder:
+        """The run's inference: input size and test-time augmentation from ``cfg`` (default:
+        the run's config, e.g. with ``--set eval.flip=false`` applied), and the PCA."""
+        return Embedder.configured(self.model, cfg or self.config, self.projection)
 
 
 def save_bundle(path: str | Path, cfg: Config, model: nn.Module, num_classes: int,

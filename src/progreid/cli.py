@@ -9,16 +9,10 @@ from collections.abc import Sequence
 
 from progreid import __version__
 from progreid.commands import COMMANDS
-from progreid.config import ConfigError
-from progreid.data.sample import DatasetError
-from progreid.export import ExportError
-from progreid.report.plots import MissingDependencyError
-from progreid.search.ann import MissingFaissError
-from progreid.training.trainer import NonFiniteLossError
-from progreid.utils.checkpoint import CheckpointError
+from progreid.errors import ProgreidError
 
-USER_ERRORS = (ConfigError, DatasetError, CheckpointError, FileNotFoundError, NonFiniteLossError,
-               ExportError, MissingDependencyError, MissingFaissError, ImportError)
+#: Errors printed as one line with exit status 2 (no traceback).
+USER_ERRORS = (ProgreidError, FileNotFoundError, ImportError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,12 +16,9 @@ from typing import Any, Literal
 
 import yaml
 
+from progreid.errors import ConfigError
 from progreid.losses import METRIC_LOSSES, metric_params, metric_term
 from progreid.utils.io import atomic_write_text
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is wrong; the message names it and says what is expected."""
 
 
 def _spec(default: Any = dataclasses.MISSING, *, factory: Any = None, help: str = "",

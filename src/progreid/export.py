@@ -13,6 +13,7 @@ absolute difference from the PyTorch model must not exceed the tolerance (1e-4).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from progreid.bundle import Bundle, Projection, load_bundle
-from progreid.evaluation.features import embed_batch
+from progreid.bundle import Bundle, load_bundle
+from progreid.errors import ExportError
+from progreid.evaluation.features import Embedder
 from progreid.utils.io import atomic_path, atomic_write_json
 
 Format = Literal["onnx", "torchscript"]
@@ -34,34 +36,22 @@ ONNX_OPSET = 17
 VERIFY_BATCH_SIZES = (1, 3)
 
 
-class ExportError(RuntimeError):
-    """An export failed, a needed package is missing, or the exported model disagrees with
-    PyTorch beyond the tolerance; the message says which."""
-
-
 class EmbeddingModel(nn.Module):
-    """uint8 images -> test embedding: :func:`embed_batch` (flip TTA) then the optional PCA."""
+    """uint8 images -> test embedding: the bundle's :class:`Embedder` (without 10 crops)."""
 
-    def __init__(self, net: nn.Module, flip: bool, projection: Projection | None = None) -> None:
+    def __init__(self, embedder: Embedder) -> None:
         super().__init__()
-        self.net = net.eval()
-        self.flip = flip
-        self.has_projection = projection is not None
-        if projection is not None:
-            self.register_buffer("pca_mean", projection.mean.float().clone())
-            self.register_buffer("pca_components", projection.components.float().clone())
+        self.net = embedder.model.eval()
+        self.embedder = dataclasses.replace(embedder, ten_crop=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = embed_batch(self.net, images, flip_tta=self.flip)
-        if self.has_projection:
-            features = (features - self.pca_mean) @ self.pca_components.T
-        return features
+        return self.embedder.embed(images)
 
 
 def embedding_model(bundle: Bundle) -> EmbeddingModel:
     """The deployable module of a bundle, on the CPU in eval mode."""
-    return EmbeddingModel(bundle.model.cpu(), bundle.config.eval.flip,
-                          bundle.projection).eval()
+    bundle.model.cpu()
+    return EmbeddingModel(bundle.embedder()).eval()
 
 
 @dataclass(frozen=True)
@@ -190,8 +180,8 @@ def export_run(run: str | Path, fmt: Format = "onnx", out: str | Path | None = N
     diff = export_module(module, fmt, out, height, width, tolerance)
     with torch.inference_mode():
         dim = int(module(random_images(1, height, width, seed=0)).shape[1])
-    result = ExportResult(str(out), fmt, ["batch", 3, height, width], dim, module.flip,
-                          module.has_projection, diff, tolerance)
+    result = ExportResult(str(out), fmt, ["batch", 3, height, width], dim, module.embedder.flip,
+                          module.embedder.projection is not None, diff, tolerance)
     atomic_write_json(f"{out}.json", {**asdict(result), "input": "uint8 RGB, channels first",
                                       "output": "embedding (float32)"})
     return result

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from progreid.data.synthetic import generate_pedestrians
     from progreid.report.html import write_report
     from progreid.training.run import evaluate_untrained, train
-    from progreid.training.trainer import resolve_device
+    from progreid.utils.device import resolve_device
 
     run_dir = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     cfg = load_config(demo_config_path(), [f"data.root={args.data}",

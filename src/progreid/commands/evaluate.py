@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from progreid.config import override_config
     from progreid.data import build_dataset
     from progreid.evaluation.pipeline import evaluate_model
-    from progreid.training.trainer import resolve_device
+    from progreid.utils.device import resolve_device
 
     device = resolve_device(args.device)
     bundle = load_bundle(args.model, device)
@@ -35,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
     root = args.root or cfg.data.root
     options = parse_options(args.option) if (args.option or args.dataset) else cfg.data.options
     dataset = build_dataset(name, root, **options)
-    metrics = evaluate_model(bundle.model, dataset, cfg.eval, cfg.data.height, cfg.data.width,
-                             device, cfg.data.workers, bundle.projection)
+    metrics = evaluate_model(bundle.embedder(cfg), dataset, cfg.eval, device, cfg.data.workers)
     print(json.dumps({"model": str(resolve_bundle_path(args.model)), "dataset": name,
                       **metrics}, indent=2))
     return 0

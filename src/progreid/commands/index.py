@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from progreid.search.index import append_to_index, build_index
-    from progreid.training.trainer import resolve_device
+    from progreid.utils.device import resolve_device
 
     device = resolve_device(args.device)
     if args.append:

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from progreid.training.trainer import resolve_device
+    from progreid.utils.device import resolve_device
 
     if args.warmup < 0 or args.repeats < 1:
         raise ConfigError(f"--warmup {args.warmup} / --repeats {args.repeats}: need warmup >= 0 "

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from progreid.config import ConfigError
     from progreid.report.html import write_report
-    from progreid.training.trainer import resolve_device
+    from progreid.utils.device import resolve_device
 
     if args.queries < 1 or args.top < 1:
         raise ConfigError(f"--queries {args.queries} / --top {args.top}: both must be >= 1")

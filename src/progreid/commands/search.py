@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from progreid.search.index import open_index
     from progreid.search.picture import draw_ranked_lists
     from progreid.search.query import search_images
-    from progreid.training.trainer import resolve_device
+    from progreid.utils.device import resolve_device
 
     if args.top < 1:
         raise ConfigError(f"--top {args.top}: must be at least 1")

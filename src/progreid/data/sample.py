@@ -9,11 +9,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from progreid.errors import DatasetError
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-
-
-class DatasetError(ValueError):
-    """A dataset on disk is not what its reader expects; the message names the file or folder."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Feature extraction with test-time augmentation (flip, or PLA's 10 crops)."""
+"""Feature extraction with test-time augmentation (flip, or PLA's 10 crops) and PCA.
+
+:class:`Embedder` is the one inference contract: evaluation (during and after training and
+``progreid evaluate``), the gallery index and its queries, the report and the export all embed
+images through it, so they all live in the same space.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from progreid.config import Config
 from progreid.data.loading import build_eval_loader
 from progreid.data.sample import Sample
 from progreid.data.transforms import flip, normalize, ten_crop
+from progreid.evaluation.pca import Projection
 from progreid.utils.sharding import gather_strided_rows, process_group, share_rank0_buffers
 
 
@@ -80,3 +87,39 @@ def extract_features(model: nn.Module, samples: Sequence[Sample], height: int, w
     return Features(features,
                     np.array([s.pid for s in samples], dtype=np.int64),
                     np.array([s.camid for s in samples], dtype=np.int64))
+
+
+@dataclass
+class Embedder:
+    """uint8 RGB images -> test embeddings: the model's normalisation, the network in eval mode,
+    flip or 10-crop test-time augmentation (PLA Sec. 4.2), then the PCA :class:`Projection`
+    when there is one. ``height`` x ``width`` is the size samples are decoded at."""
+
+    model: nn.Module
+    height: int
+    width: int
+    flip: bool = True
+    ten_crop: bool = False
+    projection: Projection | None = None
+
+    @classmethod
+    def configured(cls, model: nn.Module, cfg: Config,
+                   projection: Projection | None = None) -> Embedder:
+        """``model``'s inference at the input size of ``cfg.data`` with the test-time
+        augmentation of ``cfg.eval``."""
+        return cls(model, cfg.data.height, cfg.data.width, cfg.eval.flip, cfg.eval.ten_crop,
+                   projection)
+
+    def embed(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """Embeddings of one ``B x 3 x H x W`` uint8 batch (the model must be in eval mode)."""
+        features = embed_batch(self.model, images_uint8, self.flip, self.ten_crop)
+        return features if self.projection is None else self.projection(features)
+
+    def extract(self, samples: Sequence[Sample], device: torch.device | str = "cpu",
+                batch_size: int = 128, workers: int = 0) -> Features:
+        """Embeddings of ``samples`` (decoded from their files), with identities and cameras."""
+        features = extract_features(self.model, samples, self.height, self.width, device,
+                                    batch_size, workers, self.flip, self.ten_crop)
+        if self.projection is not None:
+            features.features = self.projection(features.features)
+        return features

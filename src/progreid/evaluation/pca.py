@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from progreid.bundle import Projection
+
+@dataclass
+class Projection:
+    """PCA post-processing (PLA Sec. 4.2): ``(x - mean) @ components.T``."""
+
+    mean: torch.Tensor
+    components: torch.Tensor
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        mean = self.mean.to(features.device, features.dtype)
+        return (features - mean) @ self.components.to(features.device, features.dtype).T
 
 
 def fit_pca(features: torch.Tensor, dim: int) -> Projection:

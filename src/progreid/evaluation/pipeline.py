@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from progreid.config import EvalConfig
 from progreid.data.sample import DatasetError, ReIDDataset
-from progreid.evaluation.features import Features, extract_features
+from progreid.evaluation.features import Embedder, Features
 from progreid.evaluation.protocols import cuhk03_single_shot, pool_multi_query
 from progreid.evaluation.ranking import RankingResult, evaluate, evaluate_features
 from progreid.evaluation.rerank import re_rank_features
-
-Projector = Callable[[torch.Tensor], torch.Tensor]
 
 
 def summarize(result: RankingResult) -> dict[str, Any]:
@@ -44,17 +40,12 @@ def rank_features(query: Features, gallery: Features, cfg: EvalConfig) -> Rankin
                              query.camids, gallery.camids, metric=cfg.metric)
 
 
-def evaluate_model(model: nn.Module, dataset: ReIDDataset, cfg: EvalConfig, height: int,
-                   width: int, device: torch.device | str = "cpu", workers: int = 0,
-                   projector: Projector | None = None) -> dict[str, Any]:
-    """Extract query and gallery features with the configured test-time augmentation,
-    project them (PCA) if given, rank and return the summary metrics in percent."""
+def evaluate_model(embedder: Embedder, dataset: ReIDDataset, cfg: EvalConfig,
+                   device: torch.device | str = "cpu", workers: int = 0) -> dict[str, Any]:
+    """Embed query and gallery images with ``embedder``, rank them as ``cfg`` says and return
+    the summary metrics in percent."""
     def embed(samples):
-        feats = extract_features(model, samples, height, width, device, cfg.batch_size,
-                                 workers, flip_tta=cfg.flip, ten_crop_tta=cfg.ten_crop)
-        if projector is not None:
-            feats.features = projector(feats.features)
-        return feats
+        return embedder.extract(samples, device, cfg.batch_size, workers)
 
     if cfg.multi_query is not None and not dataset.multi_query:
         raise DatasetError(f"eval.multi_query = {cfg.multi_query!r}, but dataset "

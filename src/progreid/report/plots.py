@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from progreid.errors import MissingDependencyError
 from progreid.utils.io import atomic_path, read_jsonl
 
 if TYPE_CHECKING:
@@ -27,10 +28,6 @@ if TYPE_CHECKING:
 Record = dict[str, Any]
 LOSS_TERMS = ("loss", "ce", "metric")
 PLA_PARAMETERS = ("lambda", "margin", "k", "p")
-
-
-class MissingDependencyError(ImportError):
-    """matplotlib (the ``progreid[plot]`` extra) is not installed."""
 
 
 def new_figure(rows: int, cols: int, width: float, height: float) -> Figure:

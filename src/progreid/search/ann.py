@@ -10,16 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from progreid.errors import MissingFaissError
 from progreid.search.ranking import exact_top_k
 from progreid.utils.io import atomic_path
 
 RECALL_TARGET = 0.95
 RECALL_K = 10
 POINTS_PER_LIST = 39  # FAISS warns when k-means gets fewer training points per centroid
-
-
-class MissingFaissError(ImportError):
-    """faiss (the ``progreid[search]`` extra) is not installed."""
 
 
 def require_faiss() -> Any:

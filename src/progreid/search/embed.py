@@ -1,5 +1,5 @@
-"""Images -> embeddings with a run's model, exactly as evaluation computes them (its test-time
-augmentation and PCA projection), so that index and queries live in the same space."""
+"""Image files -> embeddings with a run's model through :meth:`Bundle.embedder`, exactly as
+evaluation computes them, so that index and queries live in the same space."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 from progreid.bundle import Bundle
 from progreid.data.market import MARKET_NAME
 from progreid.data.sample import Sample
-from progreid.evaluation.features import extract_features
 
 #: Identity / camera stand-in for an image whose name does not follow the Market-1501 pattern.
 UNKNOWN = -1
@@ -42,12 +41,5 @@ def image_samples(paths: Sequence[str | Path]) -> list[Sample]:
 
 def embed_samples(bundle: Bundle, samples: Sequence[Sample], device: torch.device | str = "cpu",
                   batch_size: int = 64, workers: int = 0) -> torch.Tensor:
-    """``N x D`` float32 CPU embeddings of ``samples`` (flip / 10-crop TTA and PCA as the run's
-    ``eval`` section and bundle say)."""
-    cfg = bundle.config
-    features = extract_features(bundle.model, samples, cfg.data.height, cfg.data.width, device,
-                                batch_size, workers, flip_tta=cfg.eval.flip,
-                                ten_crop_tta=cfg.eval.ten_crop).features
-    if bundle.projection is not None:
-        features = bundle.projection(features)
-    return features.float().cpu()
+    """``N x D`` float32 CPU embeddings of ``samples``."""
+    return bundle.embedder().extract(samples, device, batch_size, workers).features.float().cpu()

@@ -9,6 +9,8 @@ An epoch's evaluation comes before its checkpoint, so a run killed in between re
 
 from __future__ import annotations
 
+from progreid.evaluation.features import Embedder
+from progreid.evaluation.pca import Projection
 from progreid.evaluation.pipeline import evaluate_model
 from progreid.training.metrics_log import MetricsLog
 from progreid.training.trainer import EpochStats, Hook, Plan, Stage, Trainer
@@ -16,10 +18,11 @@ from progreid.training.trainer import EpochStats, Hook, Plan, Stage, Trainer
 BEST_CHECKPOINT = "best.pt"
 
 
-def evaluate_trainer(trainer: Trainer, projector=None) -> dict[str, float]:
-    cfg = trainer.cfg
-    return evaluate_model(trainer.model, trainer.dataset, cfg.eval, cfg.data.height,
-                          cfg.data.width, trainer.device, cfg.data.workers, projector)
+def evaluate_trainer(trainer: Trainer, projection: Projection | None = None) -> dict[str, float]:
+    """The metrics of the model being trained (with ``projection``: the final PCA)."""
+    return evaluate_model(Embedder.configured(trainer.model, trainer.cfg, projection),
+                          trainer.dataset, trainer.cfg.eval, trainer.device,
+                          trainer.cfg.data.workers)
 
 
 class EpochLog(Hook):

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 import progreid
-from progreid.bundle import BUNDLE_NAME, Projection, save_bundle
+from progreid.bundle import BUNDLE_NAME, save_bundle
 from progreid.config import Config, ConfigError, save_config
 from progreid.data import DatasetError, ReIDDataset, build_dataset
 from progreid.data.validation import check_against_dataset, validate_dataset
-from progreid.evaluation.features import extract_features
-from progreid.evaluation.pca import fit_pca
+from progreid.evaluation.features import Embedder
+from progreid.evaluation.pca import Projection, fit_pca
 from progreid.evaluation.pipeline import evaluate_model
 from progreid.training.hooks import evaluate_trainer, training_hooks
 from progreid.training.metrics_log import MetricsLog
@@ -30,6 +30,7 @@ from progreid.training.objective import Objective
 from progreid.training.pla import PLAPlan
 from progreid.training.trainer import Plan, Stage, Trainer
 from progreid.training.trc import TRCPlan
+from progreid.utils.device import resolve_device
 from progreid.utils.io import atomic_write_json
 
 METRICS_NAME = "metrics.jsonl"
@@ -65,10 +66,8 @@ def fit_training_projection(trainer: Trainer) -> Projection | None:
     cfg = trainer.cfg
     if cfg.eval.pca_dim is None:
         return None
-    train = extract_features(trainer.model, trainer.dataset.train, cfg.data.height,
-                             cfg.data.width, trainer.device, cfg.eval.batch_size,
-                             cfg.data.workers, flip_tta=cfg.eval.flip,
-                             ten_crop_tta=cfg.eval.ten_crop)
+    train = Embedder.configured(trainer.model, cfg).extract(
+        trainer.dataset.train, trainer.device, cfg.eval.batch_size, cfg.data.workers)
     return fit_pca(train.features, cfg.eval.pca_dim)
 
 
@@ -77,13 +76,13 @@ def evaluate_untrained(cfg: Config) -> dict[str, float]:
     from dataclasses import asdict
 
     from progreid.models import build_model
-    from progreid.training.trainer import resolve_device, seed_everything
+    from progreid.training.trainer import seed_everything
 
     dataset = load_dataset(cfg)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     model = build_model(num_classes=dataset.num_train_pids, **asdict(cfg.model)).to(device)
-    return evaluate_model(model, dataset, cfg.eval, cfg.data.height, cfg.data.width, device,
+    return evaluate_model(Embedder.configured(model, cfg), dataset, cfg.eval, device,
                           cfg.data.workers)
 
 

@@ -32,6 +32,7 @@ from progreid.data.cache import build_cached_train_loader
 from progreid.data.loading import build_train_loader
 from progreid.data.sampler import PKSampler
 from progreid.data.transforms import BatchAugment
+from progreid.errors import NonFiniteLossError
 from progreid.models import ModelOutput, build_model
 from progreid.training.distributed import (
     SampleLog,
@@ -50,10 +51,7 @@ from progreid.utils.checkpoint import (
     require_keys,
     save_checkpoint,
 )
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+from progreid.utils.device import resolve_device
 
 
 @dataclass
@@ -126,16 +124,6 @@ class Plan:
 
     def hooks(self) -> list[Hook]:
         return []
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device = 'cuda' but no CUDA device is available; "
-                           "use 'cpu' or 'auto'")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:

@@ -13,16 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from progreid.errors import CheckpointError
 from progreid.utils.io import atomic_path
 
 #: How ``weights_only`` loading names what it refused: "GLOBAL posix.system", or an opcode it
 #: does not know ("Unsupported operand 80": not a pickle of plain data, e.g. a cut-off file).
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
 _REFUSED_OTHER = re.compile(r"(Unsupported [^\n.]+)")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated, unsafe or of the wrong kind; the message names it."""
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
