@@ -4,7 +4,6 @@ dataset and a bundle of an untrained tiny network, written without training."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -37,7 +36,7 @@ def make_run(run_dir: Path, data_root: Path, name: str = "baseline", pca_dim: in
                              f"eval.metric={metric}", f"train.output_dir={run_dir}"])
     save_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(seed)
-    model = build_model(TRAIN_IDS, **asdict(cfg.model)).eval()
+    model = build_model(TRAIN_IDS, **cfg.model.model_dump()).eval()
     projection = None
     if pca_dim is not None:
         dim = model.embedding_dim

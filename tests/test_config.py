@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from progreid.config import (
+    Config,
     ConfigError,
     config_from_dict,
     config_to_dict,
@@ -48,7 +49,11 @@ def test_int_is_accepted_for_float():
     (["data.erase_p=1.5"], "data.erase_p = 1.5 is out of range; must be at most 1.0"),
     (["schedule.milestones=[20, 10]"], "must be increasing"),
     (["schedule.name=exponential", "schedule.e0=10", "schedule.e1=5"], "schedule.e1"),
-    (["pla.lambda_range=[2, 0]"], "pla.lambda_range"),
+    (["train.method=pla", "loss.metric=generalized_batch_hard", "loss.metric_params={}",
+      "pla.lambda_range=[2, 0]"], "pla.lambda_range"),
+    (["pla.ei_samples=10"], "section 'pla' applies to train.method = 'pla' only"),
+    (["train.method=trc", "loss.metric=top_rank_counter", "loss.metric_params={}",
+      "train.epochs=3"], "train.epochs is not used by train.method = 'trc'"),
     (["train.method=trc", "loss.metric=top_rank_counter", "loss.metric_params={}",
       "trc.vanilla_epochs=0", "trc.full_epochs=0"], "nothing to train"),
     (["optim.lr"], "expected key=value"),
@@ -99,9 +104,26 @@ def test_override_config_validates():
         override_config(cfg, ["eval.k1=0"])
 
 
-def test_shipped_recipes_are_valid():
-    root = Path(__file__).resolve().parents[1]
-    recipes = sorted((root / "configs").rglob("*.yaml")) + [
-        root / "src" / "progreid" / "recipes" / "demo.yaml"]
-    for recipe in recipes:
-        load_config(recipe)
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "configs").rglob("*.yaml")) + [
+    ROOT / "src" / "progreid" / "recipes" / "demo.yaml"]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_shipped_recipes_load_with_their_values(recipe):
+    """Every key a recipe sets has its value (YAML 1.1 numbers like 3e-4 read as floats), the
+    rest the defaults, and only the method's own section is kept."""
+    raw = yaml.safe_load(recipe.read_text())
+    loaded = config_to_dict(load_config(recipe))
+    defaults = config_to_dict(Config())
+    method = raw["train"].get("method", "standard")
+    assert {"pla", "trc"} & loaded.keys() == {"pla", "trc"} & {method}
+    for section, values in loaded.items():
+        written = raw.get(section) or {}
+        for key, value in values.items():
+            if key not in written:
+                assert value == defaults.get(section, {key: value})[key], f"{section}.{key}"
+            elif isinstance(value, float):
+                assert value == float(written[key]), f"{section}.{key}"
+            else:
+                assert value == written[key], f"{section}.{key}"

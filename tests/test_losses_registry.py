@@ -84,8 +84,8 @@ def test_invalid_values_are_named(name: str, params: dict, match: str) -> None:
 
 @pytest.mark.parametrize(("recipe", "overrides", "message"), [
     ("pla/cpu-small.yaml", ["loss.metric=generalised_batch_hrad"],
-     "loss.metric = 'generalised_batch_hrad' is not a metric loss; choose one of batch_hard, "
-     "generalized_batch_hard, triplet, quadruplet, top_rank_counter"),
+     "loss.metric = 'generalised_batch_hrad' is not allowed; choose one of 'batch_hard', "
+     "'generalized_batch_hard', 'triplet', 'quadruplet', 'top_rank_counter'"),
     ("pla/cpu-small.yaml", ["loss.metric_params={kk: 3}"],
      "unknown key 'loss.metric_params.kk' of metric loss 'generalized_batch_hard'; valid keys "
      "here: loss.metric_params.k, loss.metric_params.p, loss.metric_params.margin"),

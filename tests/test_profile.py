@@ -4,7 +4,6 @@ the table and the command (no timing thresholds)."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import pytest
 import torch
@@ -97,7 +96,7 @@ def test_profile_table_lists_every_model_and_batch():
 def test_spec_from_a_run_and_from_a_recipe(tmp_path):
     run = make_run(tmp_path / "run", synthetic_data(tmp_path / "data"), name="pla", pca_dim=None)
     spec, cfg = spec_from_path(run)
-    assert spec.num_classes == 12 and spec.model == asdict(cfg.model)
+    assert spec.num_classes == 12 and spec.model == cfg.model.model_dump()
     spec, _ = spec_from_path(run / "config.yaml")
     assert spec.label == "config" and spec.num_classes == 751
     with pytest.raises(FileNotFoundError, match="neither"):

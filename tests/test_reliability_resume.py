@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from reliability_support import config_file, make_market
 
 import progreid
@@ -29,14 +30,29 @@ SRC = Path(progreid.__file__).resolve().parents[1]
 TIMING = {"time", "seconds", "images_per_second"}
 
 
-def _recipe(tmp_path: Path, name: str) -> Path:
+#: The sections of a two-kept-epoch run of each method (its metric loss draws from the RNGs or
+#: searches (PLA) or switches phase (TRC) between the epochs).
+METHODS = {
+    "standard": {"loss": {"metric": "triplet", "metric_params": {"margin": 0.3}}},
+    "pla": {"loss": {"metric": "generalized_batch_hard", "metric_params": {}},
+            "pla": {"initial_candidates": 2, "explore_epochs": 2, "exploit_epochs": 1,
+                    "max_epochs": 2, "ei_samples": 16}},
+    "trc": {"loss": {"metric": "top_rank_counter", "metric_params": {}},
+            "trc": {"vanilla_epochs": 1, "full_epochs": 1}},
+}
+
+
+def _recipe(tmp_path: Path, name: str, method: str = "standard") -> Path:
     root = tmp_path / "market"
     if not root.exists():
         make_market(root)
-    recipe = config_file(tmp_path, root, tmp_path / name,
-                         data={"workers": 1},
-                         loss={"metric": "triplet", "metric_params": {"margin": 0.3}},
-                         train={"epochs": 2, "eval_every": 1, "seed": 7})
+    recipe = config_file(tmp_path, root, tmp_path / name, data={"workers": 1},
+                         train={"method": method, "eval_every": 1, "seed": 7},
+                         **METHODS[method])
+    if method != "standard":  # the method's own budget sets the length
+        raw = yaml.safe_load(recipe.read_text())
+        del raw["train"]["epochs"]
+        recipe.write_text(yaml.safe_dump(raw))
     return recipe.rename(tmp_path / f"{name}.yaml")
 
 
@@ -64,8 +80,10 @@ def _epochs(run_dir: Path) -> list[dict]:
             if r["event"] in ("epoch", "eval")]
 
 
-def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
-    reference_recipe, victim_recipe = _recipe(tmp_path, "reference"), _recipe(tmp_path, "victim")
+@pytest.mark.parametrize("method", list(METHODS))
+def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path, method):
+    reference_recipe = _recipe(tmp_path, "reference", method)
+    victim_recipe = _recipe(tmp_path, "victim", method)
     reference = _start(reference_recipe)
     victim = _start(victim_recipe)
     checkpoint = tmp_path / "victim" / "checkpoints" / "last.pt"
@@ -77,7 +95,8 @@ def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=60)
     assert victim.returncode == -signal.SIGKILL
-    assert load_checkpoint(checkpoint)["trainer"]["epoch"] == 1  # killed during epoch 2
+    # killed during epoch 2 (PLA: during round 0's explorations, after its start checkpoint)
+    assert load_checkpoint(checkpoint)["trainer"]["epoch"] == (0 if method == "pla" else 1)
     assert not (tmp_path / "victim" / "model.pt").exists()
 
     _finish(_start(victim_recipe, "--resume"))

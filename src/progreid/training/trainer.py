@@ -17,7 +17,7 @@ import copy
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,7 @@ class Trainer:
         if cuda:  # fixed input size: let cuDNN pick the fastest convolution algorithms
             torch.backends.cudnn.benchmark = True
         seed_everything(cfg.train.seed)
-        self.model = build_model(num_classes=dataset.num_train_pids, **asdict(cfg.model))
+        self.model = build_model(num_classes=dataset.num_train_pids, **cfg.model.model_dump())
         if world_size > 1 and cfg.train.sync_bn:
             self.model = convert_sync_batchnorm(self.model)
         self.model.to(self.device)
@@ -360,7 +360,7 @@ class Trainer:
 
     def architecture(self) -> dict[str, Any]:
         """What the shapes of the weights depend on: the model section and the class count."""
-        model = {key: value for key, value in asdict(self.cfg.model).items()
+        model = {key: value for key, value in self.cfg.model.model_dump().items()
                  if key != "pretrained"}
         return {**model, "num_classes": self.dataset.num_train_pids}
 
