@@ -27,6 +27,7 @@ from progreid.utils.io import atomic_write_json, atomic_write_text
 
 METRICS = ("rank1", "rank5", "mAP", "mINP")
 WALL_NAME = "wall_time.json"
+REEVAL_NAME = "results-eval.json"
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,14 @@ class Job:
         return self.recipe.stem
 
 
-def plan(recipes: list[Path], seeds: list[int], out: Path) -> list[Job]:
-    return [Job(recipe, seed, out / recipe.stem / f"seed{seed}")
-            for recipe in recipes for seed in seeds]
+def plan(recipes: list[Path], seeds: list[int], out: Path,
+         seed_major: bool = False) -> list[Job]:
+    """The runs in order: every seed of a recipe before the next recipe, or with ``seed_major``
+    every recipe's first seed before any second seed (a comparison cut short then still has
+    every recipe)."""
+    pairs = ([(r, s) for s in seeds for r in recipes] if seed_major
+             else [(r, s) for r in recipes for s in seeds])
+    return [Job(recipe, seed, out / recipe.stem / f"seed{seed}") for recipe, seed in pairs]
 
 
 def run_job(job: Job, threads: int, overrides: list[str]) -> float:
@@ -79,39 +85,70 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.1f} ± {spread:.1f}"
 
 
-def results_of(jobs: list[Job]) -> dict[str, dict[int, dict[str, float]]]:
-    """``{recipe: {seed: metrics + wall seconds}}`` of the finished runs."""
+def reevaluate(job: Job, threads: int, overrides: list[str]) -> None:
+    """``progreid evaluate`` a finished run with ``overrides`` (e.g. another test-time
+    augmentation) into ``results-eval.json``, once: the trained weights do not depend on the
+    ``eval`` section."""
+    target = job.run_dir / REEVAL_NAME
+    if target.exists() or not (job.run_dir / "results.json").exists():
+        return
+    command = [sys.executable, "-m", "progreid.cli", "evaluate", str(job.run_dir)]
+    for item in overrides:
+        command += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"evaluating {job.run_dir} failed: {result.stderr.strip()[-500:]}")
+    metrics = json.loads(result.stdout[result.stdout.index("{"):])
+    atomic_write_json(target, {"overrides": overrides, **metrics})
+
+
+def results_of(jobs: list[Job], name: str = "results.json") -> dict[str, dict[int, dict]]:
+    """``{recipe: {seed: metrics + wall seconds}}`` of the finished runs (metrics from the
+    run's ``name`` file)."""
     table: dict[str, dict[int, dict[str, float]]] = {}
     for job in jobs:
-        metrics = json.loads((job.run_dir / "results.json").read_text())
+        if not (job.run_dir / name).exists():
+            continue
+        metrics = json.loads((job.run_dir / name).read_text())
         wall = json.loads((job.run_dir / WALL_NAME).read_text())["seconds"]
         table.setdefault(job.label, {})[job.seed] = {**metrics, "wall": wall}
     return table
 
 
-def markdown(table: dict[str, dict[int, dict[str, float]]], baseline: str,
-             threads: int) -> str:
-    """Mean ± sample standard deviation per recipe, then paired differences from ``baseline``."""
-    seeds = sorted(next(iter(table.values())))
-    lines = [f"Seeds {', '.join(map(str, seeds))}; {threads} torch thread(s) per run; "
-             "mean ± sample standard deviation over the seeds (percent).", "",
-             "| recipe | rank-1 | rank-5 | mAP | mINP | wall time per run (min) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+def machine() -> str:
+    """Cores and load, to judge the wall times by."""
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return f"{os.cpu_count()} CPU cores, load average {load} (1, 5, 15 min) when the table was made"
+
+
+def markdown(table: dict[str, dict[int, dict[str, float]]], baseline: str, threads: int,
+             command: str) -> str:
+    """Mean ± sample standard deviation per recipe over its finished seeds, then the paired
+    differences from ``baseline`` over the seeds both finished."""
+    lines = [f"`{command}`", "", f"Machine: {machine()}.", "",
+             f"{threads} torch thread(s) per run; mean ± sample standard deviation over the "
+             "seeds (percent).", "",
+             "| recipe | seeds | rank-1 | rank-5 | mAP | mINP | wall time per run (min) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for label, runs in table.items():
+        seeds = sorted(runs)
         cells = [mean_std([runs[s][m] for s in seeds]) for m in METRICS]
         wall = mean_std([runs[s]["wall"] / 60 for s in seeds])
-        lines.append(f"| {label} | {' | '.join(cells)} | {wall} |")
+        lines.append(f"| {label} | {', '.join(map(str, seeds))} | {' | '.join(cells)} | "
+                     f"{wall} |")
     lines += ["", f"Paired difference from `{baseline}` (same seed, then mean ± standard "
               "deviation over the seeds; a difference within about one spread is noise):", "",
-              "| recipe | rank-1 | mAP | per-seed rank-1 differences |",
-              "| --- | --- | --- | --- |"]
+              "| recipe | seeds | rank-1 | mAP | per-seed rank-1 differences |",
+              "| --- | --- | --- | --- | --- |"]
     for label, runs in table.items():
-        if label == baseline:
+        seeds = sorted(set(runs) & set(table.get(baseline, {})))
+        if label == baseline or not seeds:
             continue
         diffs = {m: [runs[s][m] - table[baseline][s][m] for s in seeds] for m in ("rank1", "mAP")}
         per_seed = ", ".join(f"{d:+.1f}" for d in diffs["rank1"])
-        lines.append(f"| {label} | {mean_std(diffs['rank1'])} | {mean_std(diffs['mAP'])} | "
-                     f"{per_seed} |")
+        lines.append(f"| {label} | {', '.join(map(str, seeds))} | {mean_std(diffs['rank1'])} | "
+                     f"{mean_std(diffs['mAP'])} | {per_seed} |")
     return "\n".join(lines) + "\n"
 
 
@@ -126,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/accuracy"))
     parser.add_argument("--doc", type=Path, default=None, help="also write the table here")
     parser.add_argument("--baseline", default=None, help="recipe stem of the baseline")
+    parser.add_argument("--eval-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="also evaluate every finished run with these eval overrides "
+                        "(e.g. eval.ten_crop=true) and tabulate them")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the runs that have finished")
+    parser.add_argument("--seed-major", action="store_true",
+                        help="run every recipe's seed before the next seed")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override applied to every recipe")
     args = parser.parse_args(argv)
@@ -138,12 +182,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"accuracy.py: error: --baseline {baseline!r} is not one of the recipes",
               file=sys.stderr)
         return 2
-    jobs = plan(args.recipes, args.seeds, args.out)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for job, seconds in zip(jobs, pool.map(
-                lambda j: run_job(j, args.threads, args.overrides), jobs), strict=True):
-            print(f"{job.label} seed {job.seed}: done ({seconds / 60:.1f} min)", flush=True)
-    text = markdown(results_of(jobs), baseline, args.threads)
+    jobs = plan(args.recipes, args.seeds, args.out, args.seed_major)
+    if not args.report_only:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for job, seconds in zip(jobs, pool.map(
+                    lambda j: run_job(j, args.threads, args.overrides), jobs), strict=True):
+                print(f"{job.label} seed {job.seed}: done ({seconds / 60:.1f} min)", flush=True)
+    command = "python benchmarks/accuracy.py " + " ".join(argv if argv is not None
+                                                          else sys.argv[1:])
+    text = markdown(results_of(jobs), baseline, args.threads, command)
+    if args.eval_set:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(lambda j: reevaluate(j, args.threads, args.eval_set), jobs))
+        text += (f"\n## The same runs evaluated with `{' '.join(args.eval_set)}`\n\n"
+                 + markdown(results_of(jobs, REEVAL_NAME), baseline, args.threads, command))
     print(text)
     if args.doc is not None:
         atomic_write_text(args.doc, text)

@@ -16,6 +16,7 @@ from progreid.models.efficientnet_lite import (
     efficientnet_lite1,
     efficientnet_lite2,
 )
+from progreid.models.init import check_backbone_args
 from progreid.models.mobilenetv2 import mobilenetv2
 from progreid.models.resnet import resnet18, resnet34, resnet50
 
@@ -33,8 +34,5 @@ def build_backbone(arch: str, width: float = 1.0, last_stride: int = 2,
     """A backbone by name; ``num_classes`` adds its ImageNet classifier head."""
     if arch not in BACKBONES:
         raise ValueError(f"unknown backbone {arch!r}; expected one of {sorted(BACKBONES)}")
-    if not width > 0:
-        raise ValueError(f"width must be > 0, got {width!r}")
-    if last_stride not in (1, 2):
-        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
+    check_backbone_args(width, last_stride)
     return BACKBONES[arch](width=width, last_stride=last_stride, num_classes=num_classes)

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from progreid.models.init import check_backbone_args, init_conv_bn
+
 # The EfficientNet-B0 stages: (expand ratio, kernel, stride, repeats, in channels, out channels).
 B0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16),
@@ -149,10 +151,7 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         if arch not in VARIANTS:
             raise ValueError(f"unknown backbone {arch!r}; expected one of {sorted(VARIANTS)}")
-        if not width > 0:
-            raise ValueError(f"width must be > 0, got {width!r}")
-        if last_stride not in (1, 2):
-            raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
+        check_backbone_args(width, last_stride)
         width_coef, depth_coef, dropout = VARIANTS[arch]
         self.arch, self.width, self.last_stride = arch, width, last_stride
         self.out_channels = HEAD_CHANNELS
@@ -183,12 +182,7 @@ class EfficientNetLite(nn.Module):
             self._avg_pooling = nn.AdaptiveAvgPool2d(1)
             self._dropout = nn.Dropout(dropout)
             self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn(self)
 
     def stem(self, x: Tensor) -> Tensor:
         return self._act(self._bn0(self._conv_stem(x)))

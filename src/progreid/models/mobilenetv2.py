@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from progreid.data.transforms import IMAGENET_NORMALIZATION
+from progreid.models.init import init_conv_bn
 
 #: Inverted residual settings of MobileNetV2 Table 2: expansion t, channels c, repeats n,
 #: stride s of the first block of the stage.
@@ -72,12 +73,7 @@ class MobileNetV2(nn.Module):
         if num_classes is not None:
             self.classifier = nn.Sequential(nn.Dropout(0.2),
                                             nn.Linear(self.out_channels, num_classes))
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x)
