@@ -1,15 +1,20 @@
-"""Ranking evaluation: progreid's sort-free ``evaluate`` against a per-query argsort reference.
+"""Ranking evaluation over a sweep of model quality: ``evaluate`` against a bare argsort.
 
-Clustered synthetic features with Market-1501 or MSMT17 test-set sizes (identities, cameras,
-queries, gallery, distractors) are ranked three ways, each in its own process so that its peak
-memory (VmHWM) is its own: the plain reference (numpy argsort of every row, stable and
-default kind), ``progreid.evaluation.evaluate`` on the same distance matrix, and
-``evaluate_features`` from the features (chunked, never holding the Q x G matrix). The script
-checks that the results agree and prints time, peak memory and the speed-up.
+For each point of the sweep, a Q x G distance matrix is built as the issue describes,
+``rand + shift * (query identity != gallery identity)``, with the identities, cameras and
+distractors of the benchmark's test split; ``shift`` sets the model's quality (mAP about 0.1,
+0.3, 0.6 and 1.0). On that matrix, in the same process, the script times a bare
+``np.argsort(d, axis=1)`` of every row (in blocks of rows, to bound the int64 result) and
+``progreid.evaluation.evaluate``, and prints the achieved mAP, both times (wall clock and CPU)
+and their ratio. On one point it checks that ``evaluate`` equals the plain stable-sort reference
+(``reference_evaluate``, which the tests use too), on all queries or on the first few hundred.
+Last, ``evaluate_features`` ranks clustered synthetic features in a fresh process (time and
+peak memory; it never holds the Q x G matrix).
 
-    PYTHONPATH=src python benchmarks/ranking.py --scale market
-    PYTHONPATH=src python benchmarks/ranking.py --scale msmt
-    PYTHONPATH=src python benchmarks/ranking.py --gallery-size 1000000 --only features
+    .venv/bin/python benchmarks/ranking.py                    # quick: 300 x 2,000
+    .venv/bin/python benchmarks/ranking.py --scale market     # 3,368 x 19,732
+    .venv/bin/python benchmarks/ranking.py --scale msmt17     # 11,659 x 82,161
+    .venv/bin/python benchmarks/ranking.py --scale million    # 500 x 1,000,000
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from progreid.evaluation import evaluate, evaluate_features, pairwise_distance
+from progreid.evaluation import evaluate, evaluate_features
 
 
 @dataclass(frozen=True)
@@ -46,24 +51,43 @@ SCALES = {
     "market": Scale(751, 6, 3_368, 19_732, 2_793),
     "msmt": Scale(3_060, 15, 11_659, 82_161, 0),
 }
+# the sweep's sizes: the million-image gallery is Market-1501 padded with distractors (as the
+# Market-1501 + 500k set is), ranked for 500 of its queries
+SWEEP_SCALES = {
+    "quick": SCALES["small"],
+    "market": SCALES["market"],
+    "msmt17": SCALES["msmt"],
+    "million": Scale(751, 6, 500, 1_000_000, 1_000_000 - 19_732 + 2_793),
+}
+SHIFTS = (0.1, 0.3, 0.6, 1.0)  # mAP about 0.1, 0.3, 0.6 and 1.0 with uniform noise
+
+
+def labels(scale: Scale, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Query and gallery identities and cameras; the distractors (identity 0) close the
+    gallery."""
+    g_pids = np.concatenate([rng.integers(1, scale.identities + 1,
+                                          scale.gallery - scale.distractors),
+                             np.zeros(scale.distractors, dtype=np.int64)])
+    q_pids = rng.integers(1, scale.identities + 1, scale.queries)
+    return {"q_pids": q_pids, "g_pids": g_pids,
+            "q_cams": rng.integers(0, scale.cameras, scale.queries),
+            "g_cams": rng.integers(0, scale.cameras, scale.gallery)}
 
 
 def synthetic(scale: Scale, dim: int, seed: int, gallery_size: int | None = None,
               noise: float = 0.8, camera_shift: float = 0.7) -> dict[str, np.ndarray]:
-    """Clustered features: identity centre + camera offset + per-image noise of varying
-    hardness; distractors (identity 0) are people outside the test identities. A larger
-    ``gallery_size`` adds distractors (as the Market-1501 + 500k distractor set does)."""
+    """:func:`labels` and clustered features: identity centre + camera offset + per-image
+    noise of varying hardness; each distractor is a person of its own (a random centre). A
+    larger ``gallery_size`` adds distractors."""
+    if gallery_size is not None and gallery_size > scale.gallery:
+        scale = Scale(scale.identities, scale.cameras, scale.queries, gallery_size,
+                      scale.distractors + gallery_size - scale.gallery)
     rng = np.random.default_rng(seed)
+    data = labels(scale, rng)
     centres = rng.standard_normal((scale.identities + 1, dim)).astype(np.float32)
     offsets = camera_shift * rng.standard_normal((scale.cameras, dim)).astype(np.float32)
-    distractors = scale.distractors + max(0, (gallery_size or scale.gallery) - scale.gallery)
-    g_pids = np.concatenate([rng.integers(1, scale.identities + 1, scale.gallery
-                                          - scale.distractors), np.zeros(distractors, int)])
-    q_pids = rng.integers(1, scale.identities + 1, scale.queries)
 
-    def images(pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Features and cameras; each distractor is a person of its own (a random centre)."""
-        cams = rng.integers(0, scale.cameras, len(pids))
+    def features(pids: np.ndarray, cams: np.ndarray) -> np.ndarray:
         feats = np.empty((len(pids), dim), dtype=np.float32)
         for start in range(0, len(pids), 65536):  # bounded temporaries for huge galleries
             p, c = pids[start:start + 65536], cams[start:start + 65536]
@@ -72,12 +96,11 @@ def synthetic(scale: Scale, dim: int, seed: int, gallery_size: int | None = None
                             centres[p])
             feats[start:start + 65536] = (base + offsets[c] + noise * hardness
                                           * rng.standard_normal((len(p), dim), np.float32))
-        return feats, cams
+        return feats
 
-    q_feats, q_cams = images(q_pids)
-    g_feats, g_cams = images(g_pids)
-    return {"q_feats": q_feats, "g_feats": g_feats, "q_pids": q_pids, "g_pids": g_pids,
-            "q_cams": q_cams, "g_cams": g_cams}
+    data["q_feats"] = features(data["q_pids"], data["q_cams"])
+    data["g_feats"] = features(data["g_pids"], data["g_cams"])
+    return data
 
 
 def reference_evaluate(distmat: np.ndarray, q_pids, g_pids, q_cams, g_cams, max_rank=50,
@@ -126,17 +149,20 @@ def _status_gib(field: str) -> float:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _child(job: Callable, data_dir: str, threads: int) -> Measured:
     torch.set_num_threads(threads)
     # copy-on-write maps: an input counts in the peak only once the job reads it
     data = {p.stem: np.load(p, mmap_mode="c") for p in Path(data_dir).glob("*.npy")}
     before = _status_gib("VmRSS")
-    usage, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    cpu, start = _cpu_seconds(), time.perf_counter()
     value = job(data)
     seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
-    return Measured(seconds, cpu, _status_gib("VmHWM"), before, value)
+    return Measured(seconds, _cpu_seconds() - cpu, _status_gib("VmHWM"), before, value)
 
 
 def measure(job: Callable, data_dir: str, threads: int) -> Measured:
@@ -155,72 +181,88 @@ def _labels(d):
     return d["q_pids"], d["g_pids"], d["q_cams"], d["g_cams"]
 
 
-def job_reference_stable(d):
-    return reference_evaluate(d["distmat"], *_labels(d), kind="stable")
-
-
-def job_reference_quicksort(d):
-    return reference_evaluate(d["distmat"], *_labels(d), kind="quicksort")
-
-
-def job_evaluate(d):
-    r = evaluate(d["distmat"], *_labels(d))
-    return r.cmc, r.mAP, r.mINP, r.num_valid, r.num_skipped
-
-
 def job_features(d):
     r = evaluate_features(d["q_feats"], d["g_feats"], *_labels(d))
-    return r.cmc, r.mAP, r.mINP, r.num_valid, r.num_skipped
+    return r.mAP, r.num_valid
 
 
-JOBS = {"reference-stable": job_reference_stable, "reference-quicksort": job_reference_quicksort,
-        "evaluate": job_evaluate, "features": job_features}
+def timed(fn: Callable, *args) -> tuple[float, float, object]:
+    """Wall-clock and CPU seconds of ``fn(*args)``, and its value."""
+    cpu, start = _cpu_seconds(), time.perf_counter()
+    value = fn(*args)
+    return time.perf_counter() - start, _cpu_seconds() - cpu, value
+
+
+def argsort_rows(distmat: np.ndarray, block_elements: int = 1 << 26) -> None:
+    """``np.argsort(distmat, axis=1)``, a block of rows at a time (each block's int64 result
+    is dropped: the full one would be twice the matrix)."""
+    rows = max(1, block_elements // distmat.shape[1])
+    for start in range(0, distmat.shape[0], rows):
+        np.argsort(distmat[start:start + rows], axis=1)
+
+
+def check_point(distmat: np.ndarray, data: dict[str, np.ndarray], rows: int) -> str:
+    """``evaluate`` of the first ``rows`` queries against the stable-sort reference."""
+    part = distmat[:rows]
+    q = {"q_pids": data["q_pids"][:rows], "q_cams": data["q_cams"][:rows]}
+    args = (q["q_pids"], data["g_pids"], q["q_cams"], data["g_cams"])
+    expected = reference_evaluate(part, *args)
+    got = evaluate(part, *args)
+    diff = max(np.abs(got.cmc - expected[0]).max(), abs(got.mAP - expected[1]),
+               abs(got.mINP - expected[2]))
+    if diff > 1e-9 or (got.num_valid, got.num_skipped) != expected[3:]:
+        raise SystemExit(f"evaluate disagrees with the stable-sort reference: {diff}")
+    return f"equal to the stable-sort reference on {rows} queries (max difference {diff:.1e})"
+
+
+def sweep(data: dict[str, np.ndarray], dtype: np.dtype, repeats: int, check_rows: int,
+          seed: int) -> None:
+    """The table of the module docstring, one line per point of the sweep."""
+    shape = (len(data["q_pids"]), len(data["g_pids"]))
+    other = data["q_pids"][:, None] != data["g_pids"][None, :]
+    noise = np.random.default_rng(seed + 1).random(shape, dtype=np.float32)
+    distmat = np.empty(shape, dtype=dtype)
+    print(f"{'shift':>5} {'mAP':>6} {'argsort s':>9} {'(cpu)':>7} {'evaluate s':>10} "
+          f"{'(cpu)':>7} {'ratio':>6} {'(cpu)':>6}")
+    for shift in SHIFTS:
+        np.add(np.multiply(other, np.float32(shift), out=distmat), noise, out=distmat)
+        sort_wall, sort_cpu = min(timed(argsort_rows, distmat)[:2] for _ in range(repeats))
+        runs = [timed(evaluate, distmat, *_labels(data)) for _ in range(repeats)]
+        wall, cpu = min(run[0] for run in runs), min(run[1] for run in runs)
+        print(f"{shift:5.2f} {runs[0][2].mAP:6.3f} {sort_wall:9.2f} {sort_cpu:7.2f} "
+              f"{wall:10.3f} {cpu:7.3f} {sort_wall / wall:5.1f}x {sort_cpu / cpu:5.1f}x",
+              flush=True)
+        if shift == SHIFTS[1] and check_rows:
+            print(check_point(distmat, data, min(check_rows, shape[0])), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", choices=sorted(SCALES), default="market")
-    parser.add_argument("--gallery-size", type=int, help="pad the gallery with distractors")
+    parser.add_argument("--scale", choices=list(SWEEP_SCALES), default="quick")
+    parser.add_argument("--dtype", choices=["float32", "float64", "float16"], default="float32")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
+    parser.add_argument("--check-rows", type=int, default=None,
+                        help="queries checked against the reference (default: all, at most 500)")
     parser.add_argument("--dim", type=int, default=256, help="feature dimension")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--only", nargs="+", choices=sorted(JOBS), default=sorted(JOBS))
+    parser.add_argument("--no-features", action="store_true", help="skip evaluate_features")
     args = parser.parse_args(argv)
-    data = synthetic(SCALES[args.scale], args.dim, args.seed, args.gallery_size)
-    num_q, num_g = len(data["q_pids"]), len(data["g_pids"])
-    print(f"scale {args.scale}: {num_q} queries x {num_g} gallery, dim {args.dim}, "
-          f"{args.threads} torch threads")
-    with tempfile.TemporaryDirectory() as data_dir:
-        if any(name != "features" for name in args.only):
-            data["distmat"] = pairwise_distance(data["q_feats"], data["g_feats"]).numpy()
-        save_arrays(data, data_dir)
-        del data
-        results = {}
-        for name in sorted(args.only, key=list(JOBS).index):
-            results[name] = m = measure(JOBS[name], data_dir, args.threads)
-            cmc, mean_ap, mean_inp, valid, _ = m.value
-            print(f"{name:20s} {m.describe()}  rank-1 {cmc[0]:.4f}  mAP {mean_ap:.4f}  "
-                  f"mINP {mean_inp:.4f}  valid {valid}", flush=True)
-    exact = [name for name in results if name != "reference-quicksort"]
-    results = {exact[0]: results[exact[0]], **results}
-    base = results[exact[0]].value
-    for name, m in list(results.items())[1:]:
-        cmc, mean_ap, mean_inp, valid, _ = m.value
-        diff = max(np.abs(cmc - base[0]).max(), abs(mean_ap - base[1]), abs(mean_inp - base[2]))
-        print(f"max difference {name} - {exact[0]}: {diff:.1e}")
-        # ``features`` computes its own float32 distances: BLAS may round the products
-        # differently from the full matrix's (even between two calls), moving near-ties.
-        tolerance = 1e-3 if name == "features" else 1e-9
-        if name in exact and (diff > tolerance or valid != base[3]):
-            raise SystemExit(f"{name} disagrees with {exact[0]}: max diff {diff}")
-    # the default argsort is not stable: exact ties in distance may be ordered differently
-    print(f"results agree ({', '.join(exact)}; features within the rounding of its distances)")
-    for ref in ("reference-quicksort", "reference-stable"):
-        for name in ("evaluate", "features"):
-            if ref in results and name in results:
-                print(f"speed-up {name} vs {ref}: "
-                      f"{results[ref].seconds / results[name].seconds:.1f}x wall, "
-                      f"{results[ref].cpu_seconds / results[name].cpu_seconds:.1f}x cpu")
+    torch.set_num_threads(args.threads)
+    scale = SWEEP_SCALES[args.scale]
+    data = labels(scale, np.random.default_rng(args.seed))
+    print(f"scale {args.scale}: {scale.queries} queries x {scale.gallery} gallery, "
+          f"{args.dtype}, {args.threads} torch threads, load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    check_rows = args.check_rows if args.check_rows is not None else min(scale.queries, 500)
+    sweep(data, np.dtype(args.dtype), args.repeats, check_rows, args.seed)
+    if not args.no_features:
+        data = synthetic(scale, args.dim, args.seed)
+        with tempfile.TemporaryDirectory() as data_dir:
+            save_arrays(data, data_dir)
+            m = measure(job_features, data_dir, args.threads)
+        print(f"evaluate_features (dim {args.dim}, clustered features, distances included): "
+              f"{m.describe()}  mAP {m.value[0]:.4f}")
 
 
 if __name__ == "__main__":

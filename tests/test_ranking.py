@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -14,10 +16,15 @@ from progreid.evaluation import (
     evaluate,
     evaluate_features,
     pairwise_distance,
+    positions,
     ranking,
+    re_rank_features,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# both ways of counting: every chunk by bins, or (NEAR_SHARE 0) only the distances up to the
+# last match, as when a model ranks its matches first
+both_paths = pytest.mark.parametrize("near_share", [2**40, 0], ids=["bins", "near"])
 
 
 def assert_same(result: RankingResult, expected) -> None:
@@ -60,26 +67,30 @@ def draw_matrix(data, rows: int, cols: int, values) -> np.ndarray:
     return np.array(flat, dtype=np.float64).reshape(rows, cols)
 
 
+@both_paths
 @settings(max_examples=100, deadline=None)
 @given(problems(), st.data())
-def test_evaluate_matches_stable_sort_reference_with_ties(problem, data):
+def test_evaluate_matches_stable_sort_reference_with_ties(near_share, problem, data):
     q_pids, g_pids, q_cams, g_cams, max_rank = problem
     # integer distances: many ties, ordered by gallery index
     distmat = draw_matrix(data, len(q_pids), len(g_pids), st.integers(0, 4))
     chunk = data.draw(st.sampled_from([None, 1, 2, 5]))
-    check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank, chunk=chunk)
+    with mock.patch.object(positions, "NEAR_SHARE", near_share):
+        check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank, chunk=chunk)
 
 
+@both_paths
 @settings(max_examples=60, deadline=None)
 @given(problems(), st.integers(0, 2**32 - 1))
-def test_evaluate_matches_reference_on_float32_distances(problem, seed):
+def test_evaluate_matches_reference_on_float32_distances(near_share, problem, seed):
     q_pids, g_pids, q_cams, g_cams, max_rank = problem
     rng = np.random.default_rng(seed)
     distmat = (rng.random((len(q_pids), len(g_pids))) - 0.5).astype(np.float32)  # signed
     distmat[:, rng.random(len(g_pids)) < 0.3] = 0.0  # whole tied columns
     distmat[:, rng.random(len(g_pids)) < 0.2] = -0.0  # -0.0 ties with 0.0
-    check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank)
-    check(torch.from_numpy(distmat), q_pids, g_pids, q_cams, g_cams, max_rank)
+    with mock.patch.object(positions, "NEAR_SHARE", near_share):
+        check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank)
+        check(torch.from_numpy(distmat), q_pids, g_pids, q_cams, g_cams, max_rank)
 
 
 @settings(max_examples=60, deadline=None)
@@ -99,6 +110,93 @@ def test_evaluate_features_equals_full_matrix(problem, dim, data):
         return
     assert_same(evaluate_features(query, gallery, q_pids, g_pids, q_cams, g_cams, chunk=chunk,
                                   max_rank=max_rank), expected)
+
+
+@both_paths
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.integers(0, 2**32 - 1), st.sampled_from(["float16", "float64"]),
+       st.booleans())
+def test_evaluate_compares_in_the_inputs_own_precision(near_share, problem, seed, dtype,
+                                                        as_torch):
+    """float16 distances tie often (real ties, ordered by gallery index); float64 ones may
+    differ only below float32's precision; infinities on both sides."""
+    q_pids, g_pids, q_cams, g_cams, max_rank = problem
+    rng = np.random.default_rng(seed)
+    pool = np.array([0.0, -0.0, 0.5, 1.0, 1.0 + 2.0**-40, 1.0 + 2.0**-9, 3.0, np.inf, -np.inf])
+    distmat = rng.choice(pool, (len(q_pids), len(g_pids))).astype(dtype)
+    with mock.patch.object(positions, "NEAR_SHARE", near_share):
+        check(torch.from_numpy(distmat) if as_torch else distmat, q_pids, g_pids, q_cams,
+              g_cams, max_rank)
+
+
+def market_like_labels(rng, queries=60, gallery=1800, identities=40, distractors=300):
+    q_pids = rng.integers(1, identities, queries)
+    g_pids = np.concatenate([rng.integers(1, identities, gallery - distractors),
+                             np.zeros(distractors, dtype=np.int64)])
+    return q_pids, g_pids, rng.integers(0, 4, queries), rng.integers(0, 4, gallery)
+
+
+@both_paths
+@pytest.mark.parametrize("shift", [-1.0, -0.1, 0.0, 0.1, 0.3, 0.6, 1.0, 5.0])
+def test_quality_sweep_equals_reference(near_share, shift):
+    """The benchmark's recipe (rand + shift * other identity) from matches last to matches
+    far ahead of everything else, with a gallery large enough for many bins."""
+    rng = np.random.default_rng(7)
+    q_pids, g_pids, q_cams, g_cams = market_like_labels(rng)
+    distmat = (rng.random((len(q_pids), len(g_pids)), dtype=np.float32)
+               + np.float32(shift) * (q_pids[:, None] != g_pids[None, :]))
+    half = distmat.astype(np.float16)
+    with mock.patch.object(positions, "NEAR_SHARE", near_share):
+        assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams),
+                    reference_evaluate(distmat, q_pids, g_pids, q_cams, g_cams, 50))
+        assert_same(evaluate(torch.from_numpy(half), q_pids, g_pids, q_cams, g_cams),
+                    reference_evaluate(half, q_pids, g_pids, q_cams, g_cams, 50))
+
+
+def test_many_tied_matches_share_a_bin():
+    """Few identities and three distance values: a hundred matches tie in one bin."""
+    rng = np.random.default_rng(8)
+    q_pids, g_pids, q_cams, g_cams = market_like_labels(rng, queries=30, gallery=600,
+                                                        identities=4, distractors=50)
+    distmat = rng.integers(0, 3, (30, 600)).astype(np.float32)
+    expected = reference_evaluate(distmat, q_pids, g_pids, q_cams, g_cams, 50)
+    assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams), expected)
+    assert_same(evaluate(distmat.astype(np.int64), q_pids, g_pids, q_cams, g_cams), expected)
+
+
+def test_worker_threads_and_blocks_do_not_change_the_result(monkeypatch):
+    monkeypatch.setattr(ranking, "_CHUNK_ELEMENTS", 1000)  # one query per block
+    rng = np.random.default_rng(9)
+    q_pids, g_pids, q_cams, g_cams = market_like_labels(rng, queries=25)
+    distmat = rng.random((25, 1800)) + 0.2 * (q_pids[:, None] != g_pids[None, :])
+    expected = reference_evaluate(distmat, q_pids, g_pids, q_cams, g_cams, 50)
+    for threads in (1, 3):
+        torch.set_num_threads(threads)  # the fixture restores the setting
+        assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams), expected)
+        assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams, chunk=4), expected)
+
+
+@both_paths
+def test_nan_is_an_error_only_where_a_query_is_ranked(near_share):
+    """A NaN in the row of a query without a match is no error: that query is skipped."""
+    distmat = np.array([[np.nan, 1.0, 2.0], [0.0, 1.0, 2.0]])
+    labels = np.array([1, 2, 1]), np.array([0, 0]), np.array([1, 1, 1])
+    with mock.patch.object(positions, "NEAR_SHARE", near_share):
+        check(distmat, np.array([5, 2]), *labels, 3)
+        with pytest.raises(ValueError, match="NaN"):
+            evaluate(distmat, np.array([1, 2]), *labels, 3)
+
+
+def test_re_ranked_distances_equal_reference():
+    rng = np.random.default_rng(10)
+    q_pids, g_pids, q_cams, g_cams = market_like_labels(rng, queries=30, gallery=200,
+                                                        identities=12, distractors=20)
+    centres = rng.standard_normal((12, 8))
+    query = (centres[q_pids] + rng.standard_normal((30, 8))).astype(np.float32)
+    gallery = (centres[g_pids] + rng.standard_normal((200, 8))).astype(np.float32)
+    distmat = re_rank_features(query, gallery, k1=10, k2=4)
+    assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams),
+                reference_evaluate(distmat, q_pids, g_pids, q_cams, g_cams, 50))
 
 
 def test_hand_computed_example_ties_by_gallery_index():

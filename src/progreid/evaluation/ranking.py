@@ -7,18 +7,17 @@ precision over the valid ranking; CMC(k) = 1 if a match is within the top k; mIN
 (number of matches) / (position of the last match); a query without a valid match is skipped and
 counted.
 
-Only the positions of a query's matches matter. A query's same-identity gallery items are found
-through the gallery sorted by identity (no pass over the row). One comparison pass over the row
-keeps the valid non-matches at most as far as the last match; for each of those, a binary search
-among the query's sorted matches counts the matches that precede it (ties by gallery index), and
-a histogram of these counts with a prefix sum gives every match's position. Work per query: O(G)
-plus O(K log K) for its K kept non-matches. Queries are processed in chunks; CUDA inputs stay on
-the GPU.
+Only the positions of a query's matches matter; :mod:`progreid.evaluation.positions` finds them
+by counting the gallery against the query's sorted matches, at a cost that does not depend on
+how good the model is. Queries are ranked in blocks of about 2M distances, on CPU by one worker
+thread per torch thread; CUDA inputs stay on the GPU; any real dtype (float16/32/64, integers) is
+ranked in its own precision.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -26,8 +25,9 @@ import numpy as np
 import torch
 
 from progreid.evaluation.distance import GalleryDistance, Metric, as_features, as_tensor
+from progreid.evaluation.positions import Gallery, Scratch, match_positions
 
-_CHUNK_ELEMENTS = 1 << 22  # distances ranked at a time (16 MB of float32)
+_CHUNK_ELEMENTS = 1 << 21  # distances ranked at a time (8 MB of float32)
 _DISTANCE_ELEMENTS = 1 << 26  # default distance block of evaluate_features (256 MB of float32)
 
 
@@ -41,46 +41,6 @@ class RankingResult:
     mINP: float
     num_valid: int
     num_skipped: int
-
-
-class _Gallery:
-    """Gallery identities and cameras, with the gallery sorted by identity (stable, so items of
-    one identity stay in gallery-index order) to look up each query's same-identity items."""
-
-    def __init__(self, pids: torch.Tensor, camids: torch.Tensor) -> None:
-        self.pids, self.camids = pids, camids
-        self.by_pid = torch.sort(pids, stable=True).indices
-        self.sorted_pids = pids[self.by_pid]
-
-    @property
-    def size(self) -> int:
-        return self.pids.numel()
-
-    def matches(self, q_pids: torch.Tensor, q_camids: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gallery indices (B x S, ascending, padded) of each query's same-identity items and
-        the mask of those that are valid matches (other camera)."""
-        start = torch.searchsorted(self.sorted_pids, q_pids)
-        count = torch.searchsorted(self.sorted_pids, q_pids, right=True) - start
-        width = int(count.max()) if count.numel() else 0
-        offset = torch.arange(width, device=q_pids.device)
-        present = offset[None, :] < count[:, None]
-        where = (start[:, None] + offset[None, :]).clamp(max=max(self.size - 1, 0))
-        index = torch.where(present, self.by_pid[where], 0)
-        return index, present & (self.camids[index] != q_camids[:, None])
-
-
-def _not_farther(dist: torch.Tensor, bound: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(row, column, value) of the entries of ``dist`` (B x G, contiguous) not farther than
-    ``bound[row]``, NaN included (``not d > bound``) so that the caller sees every NaN.
-    On CPU the pass runs in numpy, whose comparison kernel is ~3x faster than torch's here."""
-    if dist.device.type != "cpu":
-        flat = (~(dist > bound[:, None])).view(-1).nonzero().squeeze(1)
-    else:
-        mask = np.greater(dist.numpy(), bound.numpy()[:, None])
-        flat = torch.from_numpy(np.flatnonzero(np.logical_not(mask, out=mask)))
-    return flat // dist.shape[1], flat % dist.shape[1], dist.view(-1)[flat]
 
 
 @contextmanager
@@ -103,109 +63,90 @@ def _chunks(total: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, total))
 
 
-def _sorted_matches(dist: torch.Tensor, index: torch.Tensor, is_match: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each row's matches ordered by (distance, gallery index), padded to the widest row with
-    distance +inf and index G: (distances, gallery indices, slot mask)."""
-    count = is_match.sum(1)
-    width = int(count.max())
-    inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dist.device)
-    order = torch.sort(torch.where(is_match, dist.gather(1, index), inf), dim=1,
-                       stable=True).indices  # index ascends within a row: ties by index
-    order = order.gather(1, torch.sort((~is_match).gather(1, order).to(torch.uint8), dim=1,
-                                       stable=True).indices)[:, :width]
-    slots = torch.arange(width, device=dist.device)[None, :] < count[:, None]
-    m_index = torch.where(slots, index.gather(1, order), index.new_full((), dist.shape[1]))
-    m_dist = torch.where(slots, dist.gather(1, m_index.clamp(max=dist.shape[1] - 1)), inf)
-    return m_dist, m_index, slots
+@dataclass
+class _Sums:
+    """Sums of AP, INP and CMC hits over valid queries, and the query counts."""
 
+    cmc_hits: torch.Tensor  # queries whose first match is at rank k + 1 (last: beyond max_rank)
+    ap: float = 0.0
+    inp: float = 0.0
+    valid: int = 0
+    skipped: int = 0
 
-def _value_keys(values: torch.Tensor) -> torch.Tensor:
-    """int64 keys in [0, 2^32) ordered exactly like ``values`` (equal values, equal keys):
-    the IEEE bits of float32 (monotone once the sign is folded in), else dense ranks."""
-    if values.dtype != torch.float32:
-        return torch.unique(values, return_inverse=True)[1]
-    bits = (values + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0
-    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long() + 2**31
-
-
-def _match_positions(dist: torch.Tensor, m_dist: torch.Tensor, m_index: torch.Tensor,
-                     slots: torch.Tensor, q_pids: torch.Tensor, gallery: _Gallery
-                     ) -> torch.Tensor:
-    """1-based positions (B x W) of each row's sorted matches in its valid ranking.
-
-    Matches and kept non-matches get exact int64 keys ordered like (row, distance, gallery
-    index), so one binary search of each non-match among the sorted match keys counts the
-    matches ranked before it.
-    """
-    rows, width = m_dist.shape
-    num_gallery = dist.shape[1]
-    last = m_dist.masked_fill(~slots, float("-inf")).amax(1)
-    row, col, value = _not_farther(dist, last)
-    if bool(torch.isnan(value).any()):
-        raise ValueError("the distance matrix contains NaN; cannot rank")
-    keep = gallery.pids[col] != q_pids[row]  # drops the matches and the junk
-    row, col, value = row[keep], col[keep], value[keep]
-    count = slots.sum(1)
-    m_row = torch.repeat_interleave(torch.arange(rows, device=dist.device), count)
-    keys = _value_keys(torch.cat([m_dist[slots], value]))
-    m_key = ((m_row << 32) + keys[:m_row.numel()]) * num_gallery + m_index[slots]
-    key = ((row << 32) + keys[m_row.numel():]) * num_gallery + col
-    before = torch.searchsorted(m_key, key) - (count.cumsum(0) - count)[row]
-    hist = torch.bincount(row * (width + 1) + before, minlength=rows * (width + 1))
-    closer = hist.view(rows, width + 1)[:, :width].cumsum(1)
-    return torch.arange(1, width + 1, device=dist.device)[None, :] + closer
+    def __iadd__(self, other: _Sums) -> _Sums:
+        self.cmc_hits += other.cmc_hits
+        self.ap += other.ap
+        self.inp += other.inp
+        self.valid += other.valid
+        self.skipped += other.skipped
+        return self
 
 
 class _Accumulator:
-    """Sums of AP, INP and CMC hits over the valid queries of all chunks."""
+    """Metric sums over all chunks; on CPU, chunks are ranked by one worker thread per torch
+    thread (each worker's torch ops on one thread: they release the GIL, and small per-chunk
+    ops gain nothing from intra-op threads)."""
 
-    def __init__(self, gallery: _Gallery, max_rank: int, device: torch.device) -> None:
+    def __init__(self, gallery: Gallery, max_rank: int, device: torch.device) -> None:
         if isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1:
             raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
         self.gallery = gallery
         self.max_rank = max_rank
-        self.cmc_hits = torch.zeros(max_rank + 1, dtype=torch.int64, device=device)
-        self.ap = torch.zeros((), dtype=torch.float64, device=device)
-        self.inp = torch.zeros((), dtype=torch.float64, device=device)
-        self.valid = 0
-        self.skipped = 0
+        self.device = device
+        workers = torch.get_num_threads() if device.type == "cpu" else 1
+        self.scratch = [Scratch() for _ in range(workers)]
+        self.sums = self._zero()
+
+    def _zero(self) -> _Sums:
+        return _Sums(torch.zeros(self.max_rank + 1, dtype=torch.int64, device=self.device))
 
     def add(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
         """Account for a block of queries: ``dist`` (B x G, contiguous) and their labels."""
+        size = max(1, _CHUNK_ELEMENTS // max(dist.shape[1], 1))
+        blocks = [(dist[rows], q_pids[rows], q_camids[rows])
+                  for rows in _chunks(dist.shape[0], size)]
+        workers = min(len(self.scratch), len(blocks))
         with _one_thread(dist.device):
-            for rows in _chunks(dist.shape[0], max(1, _CHUNK_ELEMENTS // max(dist.shape[1], 1))):
-                self._add(dist[rows], q_pids[rows], q_camids[rows])
+            if workers == 1:
+                self.sums += self._rank(blocks, self.scratch[0])
+                return
+            with ThreadPoolExecutor(workers) as pool:
+                for sums in pool.map(lambda k: self._rank(blocks[k::workers], self.scratch[k]),
+                                     range(workers)):
+                    self.sums += sums
 
-    def _add(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
-        index, is_match = self.gallery.matches(q_pids, q_camids)
-        has_match = is_match.any(1)
-        num = int(has_match.sum())
-        self.skipped += dist.shape[0] - num
-        if num == 0:
-            return
-        if num < dist.shape[0]:
-            dist, index, is_match, q_pids = (dist[has_match], index[has_match],
-                                             is_match[has_match], q_pids[has_match])
-        m_dist, m_index, slots = _sorted_matches(dist, index, is_match)
-        positions = _match_positions(dist, m_dist, m_index, slots, q_pids, self.gallery)
-        count = slots.sum(1)
-        ranks = torch.arange(1, slots.shape[1] + 1, device=dist.device, dtype=torch.float64)
-        precision = torch.where(slots, ranks / positions, 0.0)
-        self.ap += (precision.sum(1) / count).sum()
-        self.inp += (count / positions.gather(1, (count - 1)[:, None])[:, 0].double()).sum()
-        self.cmc_hits += torch.bincount(positions[:, 0].clamp(max=self.max_rank + 1) - 1,
-                                        minlength=self.max_rank + 1)
-        self.valid += num
+    def _rank(self, blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+              scratch: Scratch) -> _Sums:
+        """Metric sums of some chunks of queries (distances and labels)."""
+        sums = self._zero()
+        for dist, q_pids, q_camids in blocks:
+            index, is_match, is_junk = self.gallery.same_identity(q_pids, q_camids)
+            count = is_match.sum(1)
+            valid = count > 0
+            num = int(valid.sum())
+            sums.skipped += dist.shape[0] - num
+            if num == 0:
+                continue
+            positions, slots = match_positions(dist, index, is_match, is_junk, scratch)
+            ranks = torch.arange(1, slots.shape[1] + 1, device=dist.device, dtype=torch.float64)
+            precision = torch.where(slots, ranks / positions, 0.0).sum(1)
+            last = positions.gather(1, (count - 1).clamp(min=0)[:, None])[:, 0]
+            sums.ap += float((precision[valid] / count[valid]).sum())
+            sums.inp += float((count[valid] / last[valid].double()).sum())
+            first = positions[valid, 0].clamp(max=self.max_rank + 1) - 1
+            sums.cmc_hits += torch.bincount(first, minlength=self.max_rank + 1)
+            sums.valid += num
+        return sums
 
     def result(self) -> RankingResult:
-        if self.valid == 0:
-            raise ValueError(f"none of the {self.skipped} queries has a valid match in the "
+        sums = self.sums
+        if sums.valid == 0:
+            raise ValueError(f"none of the {sums.skipped} queries has a valid match in the "
                              "gallery (same identity, other camera); cannot evaluate")
-        cmc = self.cmc_hits[:self.max_rank].cumsum(0).double() / self.valid
-        return RankingResult(cmc=cmc.cpu().numpy(), mAP=float(self.ap) / self.valid,
-                             mINP=float(self.inp) / self.valid, num_valid=self.valid,
-                             num_skipped=self.skipped)
+        cmc = sums.cmc_hits[:self.max_rank].cumsum(0).double() / sums.valid
+        return RankingResult(cmc=cmc.cpu().numpy(), mAP=sums.ap / sums.valid,
+                             mINP=sums.inp / sums.valid, num_valid=sums.valid,
+                             num_skipped=sums.skipped)
 
 
 def _labels(num_query: int, num_gallery: int, device: torch.device, **arrays
@@ -234,23 +175,20 @@ def _auto_chunk(chunk: int | None, num_gallery: int, elements: int) -> int:
 def evaluate(distmat, query_pids, gallery_pids, query_camids, gallery_camids,
              max_rank: int = 50, chunk: int | None = None) -> RankingResult:
     """CMC, mAP and mINP of a Q x G distance matrix (numpy array or torch tensor; a CUDA tensor
-    is evaluated on its GPU). ``chunk`` queries are processed at a time (default: about 4M
-    distances); the result does not depend on it."""
+    is evaluated on its GPU). ``chunk`` queries are taken at a time (default: about 64M
+    distances; a non-contiguous matrix is copied a chunk at a time) and ranked in blocks of
+    about 2M distances; the result does not depend on it."""
     dist = as_tensor(distmat, "distmat")
     if dist.dim() != 2:
         raise ValueError(f"distmat must be 2-D (queries x gallery), got shape "
                          f"{tuple(dist.shape)}")
     if dist.dtype == torch.bool or dist.is_complex():
         raise TypeError(f"distmat must hold real numbers, got dtype {dist.dtype}")
-    if not dist.is_floating_point():
-        dist = dist.double()
-    elif dist.dtype not in (torch.float32, torch.float64):
-        dist = dist.float()  # exact for float16 / bfloat16
     q_pids, g_pids, q_cams, g_cams = _labels(
         dist.shape[0], dist.shape[1], dist.device, query_pids=query_pids,
         gallery_pids=gallery_pids, query_camids=query_camids, gallery_camids=gallery_camids)
-    acc = _Accumulator(_Gallery(g_pids, g_cams), max_rank, dist.device)
-    for rows in _chunks(dist.shape[0], _auto_chunk(chunk, dist.shape[1], _CHUNK_ELEMENTS)):
+    acc = _Accumulator(Gallery(g_pids, g_cams), max_rank, dist.device)
+    for rows in _chunks(dist.shape[0], _auto_chunk(chunk, dist.shape[1], _DISTANCE_ELEMENTS)):
         acc.add(dist[rows].contiguous(), q_pids[rows], q_cams[rows])
     return acc.result()
 
@@ -268,7 +206,7 @@ def evaluate_features(query_features, gallery_features, query_pids, gallery_pids
     q_pids, g_pids, q_cams, g_cams = _labels(
         query.shape[0], distance.size, distance.device, query_pids=query_pids,
         gallery_pids=gallery_pids, query_camids=query_camids, gallery_camids=gallery_camids)
-    acc = _Accumulator(_Gallery(g_pids, g_cams), max_rank, distance.device)
+    acc = _Accumulator(Gallery(g_pids, g_cams), max_rank, distance.device)
     for rows in _chunks(query.shape[0], _auto_chunk(chunk, distance.size, _DISTANCE_ELEMENTS)):
         acc.add(distance(query[rows]), q_pids[rows], q_cams[rows])
     return acc.result()
