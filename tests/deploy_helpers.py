@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from progreid.bundle import save_bundle
 from progreid.config import load_config, save_config
 from progreid.data.synthetic import generate_pedestrians
+from progreid.deploy.bundle import save_bundle
 from progreid.evaluation.pca import Projection
 from progreid.models import build_model
-from progreid.training.metrics_log import MetricsLog
+from progreid.utils.metrics_log import MetricsLog
 
 HEIGHT, WIDTH = 64, 32
 TRAIN_IDS = 12
@@ -46,7 +46,8 @@ def make_run(run_dir: Path, data_root: Path, name: str = "baseline", pca_dim: in
     log = MetricsLog(run_dir / "metrics.jsonl")
     for epoch in range(1, 5):
         log.write("epoch", epoch=epoch, loss=3.0 - 0.4 * epoch, ce=2.0 - 0.3 * epoch,
-                  metric=1.0 - 0.1 * epoch, acc=0.15 * epoch, lr=1e-3)
+                  metric=1.0 - 0.1 * epoch, acc=0.15 * epoch, lr=1e-3, seconds=2.0,
+                  images_per_second=32.0)
     log.write("eval", epoch=4, rank1=55.0, mAP=41.0)
     cmc = [min(100.0, 55.0 + 2.5 * i) for i in range(50)]
     (run_dir / "results.json").write_text(json.dumps(

@@ -20,15 +20,16 @@ from progreid.data.cache import CACHE_DIR_ENV
 from progreid.data.synthetic import generate_pedestrians
 from progreid.losses import BatchHard
 from progreid.models import ModelOutput
-from progreid.training.distributed import (
+from progreid.training.objective import Objective
+from progreid.training.trainer import gather_batch
+from progreid.utils.distributed import (
     SAMPLE_LOG_ENV,
-    gather_batch,
+    gather_strided_rows,
     loss_scale,
     main_process_result,
+    share_rank0_buffers,
     wrap_model,
 )
-from progreid.training.objective import Objective
-from progreid.utils.sharding import gather_strided_rows, share_rank0_buffers
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS, BATCHES, P, K = 3, 3, 3, 4

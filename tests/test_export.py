@@ -10,8 +10,8 @@ import pytest
 import torch
 from deploy_helpers import HEIGHT, WIDTH, make_run, synthetic_data
 
-from progreid.bundle import load_bundle
-from progreid.export import ExportError, embedding_model, export_module, export_run
+from progreid.deploy.bundle import load_bundle
+from progreid.deploy.export import ExportError, embedding_model, export_module, export_run
 
 #: Input normalisation of each backbone's ImageNet weights: torchvision's, TF EfficientNet-Lite's.
 NORMALIZATION = {"resnet18": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),

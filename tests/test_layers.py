@@ -1,8 +1,9 @@
-"""The layers of the package: inference commands load no training code, and the training
-drivers do not import the run module back."""
+"""The layers of the package (README, Layout): each source file imports only its own layer and
+the layers below; inference commands load no training code; no import cycle in training."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -10,7 +11,15 @@ from pathlib import Path
 
 import progreid
 
-SRC = str(Path(progreid.__path__[0]).parent)
+PACKAGE = Path(progreid.__path__[0])
+SRC = str(PACKAGE.parent)
+#: The layers of the README's layout, lowest first, by top-level name under ``progreid``.
+LAYERS = [("foundation", {"__init__", "errors", "utils"}), ("data", {"data"}),
+          ("models and losses", {"models", "losses"}), ("recipe schema", {"config"}),
+          ("evaluation", {"evaluation"}), ("deployment", {"deploy"}),
+          ("use-side tools", {"search", "report", "profiling"}), ("training", {"training"}),
+          ("command line", {"cli", "__main__"})]
+LEVEL = {name: level for level, (_, names) in enumerate(LAYERS) for name in names}
 PROBE = """
 import json, sys
 from progreid.cli import main
@@ -42,3 +51,36 @@ def test_training_modules_import_in_any_order_without_a_cycle() -> None:
                        timeout=300, env={"PYTHONPATH": SRC})
         source = Path(progreid.__path__[0], "training", f"{module}.py").read_text()
         assert module == "run" or "progreid.training.run" not in source, module
+
+
+def runtime_imports(tree: ast.Module) -> list[str]:
+    """The ``progreid.X`` top-level names a module imports when it runs (``if TYPE_CHECKING:``
+    blocks are for the type checker only)."""
+    skipped = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
+               and ast.unparse(block.test) == "TYPE_CHECKING" for stmt in block.body
+               for node in ast.walk(stmt)}
+    names = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("progreid"):
+            modules = [node.module]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        names += [m.split(".")[1] for m in modules if m.startswith("progreid.")]
+    return names
+
+
+def test_every_source_file_imports_only_its_layer_and_below() -> None:
+    files = sorted(PACKAGE.rglob("*.py"))
+    upward = []
+    for path in files:
+        own = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        assert own in LEVEL, f"{path} belongs to no layer of the README's layout"
+        for name in runtime_imports(ast.parse(path.read_text())):
+            if LEVEL[name] > LEVEL[own]:
+                upward.append(f"{path.relative_to(PACKAGE)} imports progreid.{name} "
+                              f"({LAYERS[LEVEL[name]][0]} is above {LAYERS[LEVEL[own]][0]})")
+    assert len(files) > 90 and upward == []

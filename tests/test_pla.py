@@ -15,12 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import progreid.training.pla as pla
-from progreid.bundle import load_bundle
 from progreid.cli import main
 from progreid.config import ConfigError, load_config
 from progreid.data import build_dataset
+from progreid.deploy.bundle import load_bundle
 from progreid.losses import CrossEntropy, GeneralizedBatchHard
-from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
 from progreid.training.pla import (
     HyperParams,
@@ -34,6 +33,7 @@ from progreid.training.pla import (
 )
 from progreid.training.trainer import NonFiniteLossError, Stage, Trainer
 from progreid.utils.checkpoint import load_checkpoint, save_checkpoint
+from progreid.utils.metrics_log import events, read_records
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_SMALL = REPO / "configs" / "pla" / "cpu-small.yaml"
@@ -279,7 +279,7 @@ def train_tiny(root: Path, run_dir: Path, max_epochs: int, resume: bool = False)
 
 
 def records(run_dir: Path, event: str) -> list[dict]:
-    return MetricsLog(run_dir / "metrics.jsonl").records(event)
+    return events(read_records(run_dir), event)
 
 
 def explorations(run_dir: Path) -> list[tuple[int, int]]:

@@ -13,9 +13,9 @@ import pytest
 import torch
 from reliability_support import config_file, make_market, run_cli, tree
 
-from progreid.bundle import load_bundle, save_bundle
 from progreid.config import load_config
 from progreid.data import build_dataset
+from progreid.deploy.bundle import load_bundle, save_bundle
 from progreid.models import build_model
 from progreid.training.objective import Objective
 from progreid.training.run import train, write_run_files

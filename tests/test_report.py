@@ -12,9 +12,9 @@ import pytest
 from deploy_helpers import make_run, synthetic_data
 from PIL import Image
 
-from progreid.bundle import load_bundle
 from progreid.cli import main
 from progreid.data import build_dataset
+from progreid.deploy.bundle import load_bundle
 from progreid.report import html as report_html
 from progreid.report.plots import MissingDependencyError
 from progreid.search.embed import embed_samples

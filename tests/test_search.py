@@ -11,8 +11,8 @@ import torch
 from deploy_helpers import make_run, synthetic_data
 from PIL import Image
 
-from progreid.bundle import load_bundle
 from progreid.cli import main
+from progreid.deploy.bundle import load_bundle
 from progreid.search.embed import embed_samples, image_samples, parse_name
 from progreid.search.index import (
     GalleryIndexError,

@@ -18,11 +18,11 @@ from progreid.config import ConfigError, load_config
 from progreid.losses import CrossEntropy, TopRankCounter
 from progreid.models import ModelOutput, build_model
 from progreid.training.hooks import training_hooks
-from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
 from progreid.training.trainer import EpochStats, Trainer
 from progreid.training.trc import PhaseProgress, SHistogram, TRCPlan
 from progreid.utils.checkpoint import CheckpointError
+from progreid.utils.metrics_log import MetricsLog, events, read_records
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_SMALL = REPO / "configs" / "trc" / "cpu-small.yaml"
@@ -102,10 +102,10 @@ def test_phase_switch_objective_per_epoch_and_checkpoints(tmp_path: Path) -> Non
                              (3, {"phase": "vanilla", "phase_epoch": 3}),
                              (4, {"phase": "full", "phase_epoch": 1}),
                              (5, {"phase": "full", "phase_epoch": 2})]
-    epochs = log.records("epoch")
+    epochs = events(read_records(tmp_path), "epoch")
     assert [(r["epoch"], r["phase"], r["phase_epoch"]) for r in epochs] == [
         (1, "vanilla", 1), (2, "vanilla", 2), (3, "vanilla", 3), (4, "full", 1), (5, "full", 2)]
-    histograms = log.records("trc_histogram")
+    histograms = events(read_records(tmp_path), "trc_histogram")
     assert [(r["epoch"], r["phase"]) for r in histograms] == [
         (r["epoch"], r["phase"]) for r in epochs]
     expected = reference_histogram(reference_s_values(trainer.features.numpy(),
@@ -219,7 +219,7 @@ def train_tiny(root: Path, run_dir: Path, vanilla: int, full: int, resume: bool 
 
 
 def records(run_dir: Path, event: str) -> list[dict]:
-    return MetricsLog(run_dir / "metrics.jsonl").records(event)
+    return events(read_records(run_dir), event)
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +282,8 @@ def test_plot_draws_pla_trace_from_pla_round_records(tmp_path: Path) -> None:
         log.write("pla_round", epoch=10 * round_, round=round_,
                   candidates=[{"index": 0, "w": w, "f": 0.3 / (round_ + 1)},
                               {"index": 1, "w": w, "f": None}],
-                  proposal={"w": w, "log_ei": -1.0})
+                  proposal={"w": w, "log_ei": -1.0}, origin=10 * round_,
+                  exploit_losses=[2.0], best_loss=2.0, best_epoch=10 * round_ + 1)
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["pla_trace.png"]
     assert (tmp_path / "out" / "pla_trace.png").read_bytes()[:8] == PNG_SIGNATURE
@@ -291,10 +292,12 @@ def test_plot_draws_pla_trace_from_pla_round_records(tmp_path: Path) -> None:
 def test_plot_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     assert main(["plot", str(tmp_path / "missing")]) == 2
     assert "no metrics log" in capsys.readouterr().err
-    MetricsLog(tmp_path / "metrics.jsonl").write("start", epoch=0)
+    MetricsLog(tmp_path / "metrics.jsonl").write("start", epoch=0, method="standard",
+                                                  train_images=8, train_ids=2)
     assert main(["plot", str(tmp_path)]) == 1
     assert "nothing to plot" in capsys.readouterr().err
-    MetricsLog(tmp_path / "metrics.jsonl").write("epoch", epoch=1, loss=1.0)
+    MetricsLog(tmp_path / "metrics.jsonl").write("epoch", epoch=1, loss=1.0, lr=0.1, seconds=1.0,
+                                                  images_per_second=8.0)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     assert main(["plot", str(tmp_path)]) == 2
     assert "progreid[plot]" in capsys.readouterr().err

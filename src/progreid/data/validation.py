@@ -22,13 +22,16 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from progreid.config import ConfigError, DataConfig
 from progreid.data.loading import decode_image
 from progreid.data.sample import DatasetError, ReIDDataset, Sample, check_split, relabel
+from progreid.errors import ConfigError
+
+if TYPE_CHECKING:  # the recipe schema sits above the data layer
+    from progreid.config import DataConfig
 
 log = logging.getLogger(__name__)
 

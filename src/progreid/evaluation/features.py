@@ -19,7 +19,7 @@ from progreid.data.loading import build_eval_loader
 from progreid.data.sample import Sample
 from progreid.data.transforms import flip, normalize, ten_crop
 from progreid.evaluation.pca import Projection
-from progreid.utils.sharding import gather_strided_rows, process_group, share_rank0_buffers
+from progreid.utils.distributed import gather_strided_rows, process_group, share_rank0_buffers
 
 
 @dataclass

@@ -54,7 +54,7 @@ def spec_from_path(path: str | Path) -> tuple[ModelSpec, Config]:
 
     A run's spec takes the classifier size it was trained with; a recipe's the Market-1501 one.
     """
-    from progreid.bundle import load_bundle
+    from progreid.deploy.bundle import load_bundle
 
     path = Path(path)
     if path.suffix in (".yaml", ".yml"):

@@ -25,10 +25,11 @@ import yaml
 from PIL import Image
 
 from progreid.data.sample import DatasetError
-from progreid.report.plots import FIGURES, MissingDependencyError, new_figure, read_records, spread
+from progreid.report.plots import FIGURES, MissingDependencyError, new_figure, spread
 from progreid.search.query import JUNK, STATUS_COLOURS, QueryResult, ranked_results
 from progreid.utils.checkpoint import CheckpointError
 from progreid.utils.io import atomic_write_text
+from progreid.utils.metrics_log import METRICS_NAME, read_records
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,8 @@ def sample_ranked_lists(run_dir: Path, queries: int = 6, top: int = 10,
                         device: torch.device | str = "cpu") -> list[QueryResult]:
     """Rank the run's test gallery for ``queries`` query images spread over the query set,
     with the run's model and evaluation settings (metric, test-time augmentation, PCA)."""
-    from progreid.bundle import load_bundle
     from progreid.data import build_dataset
+    from progreid.deploy.bundle import load_bundle
     from progreid.search.embed import embed_samples
     from progreid.search.ranking import exact_top_k, prepare
 
@@ -184,7 +185,7 @@ def render_report(run_dir: str | Path, queries: int = 6, top: int = 10,
     config = yaml.safe_load(config_text) or {}
     results = _read_json(run_dir / "results.json")
     environment = _read_json(run_dir / "environment.json")
-    records = read_records(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    records = read_records(run_dir) if (run_dir / METRICS_NAME).is_file() else []
 
     parts = [section("metrics", "Metrics", metrics_section(results))]
     try:

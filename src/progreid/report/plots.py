@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from progreid.errors import MissingDependencyError
-from progreid.utils.io import atomic_path, read_jsonl
+from progreid.utils.io import atomic_path
+from progreid.utils.metrics_log import events, read_records
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -42,20 +43,6 @@ def new_figure(rows: int, cols: int, width: float, height: float) -> Figure:
     FigureCanvasAgg(figure)
     figure.subplots(rows, cols, squeeze=False)
     return figure
-
-
-def read_records(run_dir: str | Path) -> list[Record]:
-    """The records of ``RUN_DIR/metrics.jsonl``; FileNotFoundError naming it when absent."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics log at {path}: is {run_dir} a progreid run folder?")
-    return read_jsonl(path)
-
-
-def events(records: list[Record], name: str) -> list[Record]:
-    """The records of one event type, in epoch order (stable for equal epochs)."""
-    return sorted((r for r in records if r.get("event") == name),
-                  key=lambda r: r.get("epoch", 0))
 
 
 def mark_phases(ax: Axes, epochs: list[Record]) -> None:
@@ -147,8 +134,7 @@ def pla_trace_figure(records: list[Record]) -> Figure | None:
     (each with ``f``, the f(w) of its exploration, None if it diverged) and ``proposal.w``
     (the chosen w' as ``{lambda, margin, k, p}``).
     """
-    rounds = sorted((r for r in records if r.get("event") == "pla_round"),
-                    key=lambda r: r["round"])
+    rounds = sorted(events(records, "pla_round"), key=lambda r: r["round"])
     if not rounds:
         return None
     figure = new_figure(1 + len(PLA_PARAMETERS), 1, 6.0, 2.0 * (1 + len(PLA_PARAMETERS)))

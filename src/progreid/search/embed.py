@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from progreid.bundle import Bundle
 from progreid.data.market import MARKET_NAME
 from progreid.data.sample import Sample
+from progreid.deploy.bundle import Bundle
 
 #: Identity / camera stand-in for an image whose name does not follow the Market-1501 pattern.
 UNKNOWN = -1

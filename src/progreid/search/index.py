@@ -22,8 +22,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from progreid.bundle import Bundle, load_bundle, resolve_bundle_path
 from progreid.data.sample import DatasetError, list_images
+from progreid.deploy.bundle import Bundle, load_bundle, resolve_bundle_path
 from progreid.search import ann as ann_lib
 from progreid.search.embed import embed_samples, image_samples
 from progreid.search.ranking import prepare

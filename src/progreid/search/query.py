@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from progreid.bundle import Bundle
+from progreid.deploy.bundle import Bundle
 from progreid.search.embed import UNKNOWN, embed_samples, image_samples
 from progreid.search.index import GalleryIndex
 from progreid.search.ranking import exact_top_k, prepare, rerank_top_k

@@ -12,8 +12,8 @@ from __future__ import annotations
 from progreid.evaluation.features import Embedder
 from progreid.evaluation.pca import Projection
 from progreid.evaluation.pipeline import evaluate_model
-from progreid.training.metrics_log import MetricsLog
 from progreid.training.trainer import EpochStats, Hook, Plan, Stage, Trainer
+from progreid.utils.metrics_log import MetricsLog
 
 BEST_CHECKPOINT = "best.pt"
 

@@ -48,12 +48,12 @@ from optuna.samplers import GPSampler
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from progreid.config import Config
-from progreid.training.distributed import main_process_result
 from progreid.training.hooks import BEST_CHECKPOINT
-from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
 from progreid.training.trainer import Plan, Stage, Trainer
 from progreid.utils.checkpoint import load_checkpoint
+from progreid.utils.distributed import main_process_result
+from progreid.utils.metrics_log import MetricsLog
 
 STUDY_FILE = "pla_study.db"
 T = TypeVar("T")
@@ -372,10 +372,11 @@ class PLAPlan(Plan):
             if cfg.pla.continue_from == "best" and self.state.best_epoch != trainer.epoch:
                 _continue_from_best(trainer)
             record = (_round_record(self.state, study, proposal, trainer.epoch)
-                      if study is not None else {})
+                      if study is not None else None)
             self.state = self.state.next_round(proposal.w, trainer.epoch, cfg.pla.explore_epochs)
             trainer.save_checkpoint(extra=self.progress(trainer))
-            self.log.write("pla_round", **record)
+            if record is not None:  # rank 0, which alone holds the study
+                self.log.write("pla_round", **record)
 
     def _schedule_start(self) -> int:
         """``pla.schedule_scope``: the round's first epoch (round) or 0 (global)."""

@@ -17,23 +17,21 @@ import numpy as np
 import torch
 
 import progreid
-from progreid.bundle import BUNDLE_NAME, save_bundle
 from progreid.config import Config, ConfigError, save_config
 from progreid.data import DatasetError, ReIDDataset, build_dataset
 from progreid.data.validation import check_against_dataset, validate_dataset
+from progreid.deploy.bundle import BUNDLE_NAME, save_bundle
 from progreid.evaluation.features import Embedder
 from progreid.evaluation.pca import Projection, fit_pca
 from progreid.evaluation.pipeline import evaluate_model
 from progreid.training.hooks import evaluate_trainer, training_hooks
-from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
 from progreid.training.pla import PLAPlan
 from progreid.training.trainer import Plan, Stage, Trainer
 from progreid.training.trc import TRCPlan
 from progreid.utils.device import resolve_device
 from progreid.utils.io import atomic_write_json
-
-METRICS_NAME = "metrics.jsonl"
+from progreid.utils.metrics_log import METRICS_NAME, MetricsLog
 
 
 class StandardPlan(Plan):

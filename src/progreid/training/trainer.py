@@ -34,14 +34,6 @@ from progreid.data.sampler import PKSampler
 from progreid.data.transforms import BatchAugment
 from progreid.errors import NonFiniteLossError
 from progreid.models import ModelOutput, build_model
-from progreid.training.distributed import (
-    SampleLog,
-    convert_sync_batchnorm,
-    gather_batch,
-    local_main_first,
-    loss_scale,
-    wrap_model,
-)
 from progreid.training.objective import Objective
 from progreid.training.schedules import adam_beta1, learning_rate
 from progreid.utils.checkpoint import (
@@ -52,6 +44,13 @@ from progreid.utils.checkpoint import (
     save_checkpoint,
 )
 from progreid.utils.device import resolve_device
+from progreid.utils.distributed import (
+    SampleLog,
+    gather_with_grad,
+    local_main_first,
+    loss_scale,
+    wrap_model,
+)
 
 
 @dataclass
@@ -184,7 +183,7 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.model = build_model(num_classes=dataset.num_train_pids, **cfg.model.model_dump())
         if world_size > 1 and cfg.train.sync_bn:
-            self.model = convert_sync_batchnorm(self.model)
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -388,6 +387,14 @@ class Trainer:
             raise CheckpointError(f"{path}: the training state does not fit this trainer "
                                   f"({type(exc).__name__}: {exc})") from exc
         return payload.get("extra", {})
+
+
+def gather_batch(output: ModelOutput, labels: torch.Tensor) -> tuple[ModelOutput, torch.Tensor]:
+    """The model output and labels of the global batch of all processes (under torchrun), so
+    that every loss sees the batch of one process with ``P * world_size`` identities."""
+    return ModelOutput([gather_with_grad(t) for t in output.logits],
+                       [gather_with_grad(t) for t in output.metric_features],
+                       gather_with_grad(output.embedding)), gather_with_grad(labels)
 
 
 def _as_tuple(value: Any) -> Any:

@@ -32,10 +32,10 @@ from torch import Tensor
 from progreid.config import Config, TRCConfig
 from progreid.losses import PHASES, top_rank_counter_values
 from progreid.models import ModelOutput
-from progreid.training.metrics_log import MetricsLog
 from progreid.training.objective import Objective
 from progreid.training.trainer import EpochStats, Hook, Plan, Stage, Trainer
 from progreid.utils.checkpoint import CheckpointError
+from progreid.utils.metrics_log import MetricsLog
 
 
 class SHistogram(Hook):

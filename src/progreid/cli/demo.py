@@ -24,7 +24,7 @@ def demo_config_path() -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from progreid.commands.report_table import metrics_table
+    from progreid.cli.report_table import metrics_table
     from progreid.config import load_config
     from progreid.data.synthetic import generate_pedestrians
     from progreid.report.html import write_report

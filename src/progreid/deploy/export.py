@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from progreid.bundle import Bundle, load_bundle
+from progreid.deploy.bundle import Bundle, load_bundle
 from progreid.errors import ExportError
 from progreid.evaluation.features import Embedder
 from progreid.utils.io import atomic_path, atomic_write_json

@@ -1,4 +1,8 @@
-"""The `progreid` command: a thin shell that parses arguments and calls the library."""
+"""The `progreid` command: a thin shell that parses arguments and calls the library.
+
+One module per sub-command, each with ``register(subparsers)``; they import the library they
+run inside their ``run`` function, so ``progreid evaluate`` loads no training code.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,31 @@ import sys
 from collections.abc import Sequence
 
 from progreid import __version__
-from progreid.commands import COMMANDS
+from progreid.cli import (
+    datasets,
+    demo,
+    evaluate,
+    export,
+    index,
+    plot,
+    prepare,
+    profile,
+    report,
+    search,
+    synth,
+    train,
+)
 from progreid.errors import ProgreidError
+
+COMMANDS = [train, evaluate, datasets, prepare, synth, demo, plot, profile, export, index, search,
+            report]
 
 #: Errors printed as one line with exit status 2 (no traceback).
 USER_ERRORS = (ProgreidError, FileNotFoundError, ImportError)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="progreid", description=__doc__)
+    parser = argparse.ArgumentParser(prog="progreid", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"progreid {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -38,6 +58,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"progreid {args.command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

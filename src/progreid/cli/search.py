@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from progreid.bundle import load_bundle
     from progreid.config import ConfigError
+    from progreid.deploy.bundle import load_bundle
     from progreid.search.index import open_index
     from progreid.search.picture import draw_ranked_lists
     from progreid.search.query import search_images

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from progreid.commands.common import parse_options
+from progreid.cli.common import parse_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from progreid.export import export_run
+    from progreid.deploy.export import export_run
 
     result = export_run(args.run, args.fmt, args.out, args.tolerance)
     print(json.dumps(asdict(result), indent=2))

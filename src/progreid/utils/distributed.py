@@ -1,13 +1,14 @@
-"""Multi-process training under ``torchrun``: process group, DDP wrapping, collectives.
+"""Every ``torch.distributed`` helper of progreid: process group, DDP, collectives, sharding.
 
 ``torchrun --nproc_per_node=N -m progreid train CONFIG`` starts N processes. Each runs the
 forward pass on its own share of every PK batch (the sampler gives rank r the r-th P identities
 of each global batch of ``P * N`` identities); the outputs are gathered so that the losses see
-the whole global batch (:func:`gather_batch`), and DistributedDataParallel averages the
+the whole global batch (:func:`gather_with_grad`), and DistributedDataParallel averages the
 gradients. Training therefore follows a single-process run with ``data.p = P * N`` except for
 batch-norm statistics, which cover a process's share unless ``train.sync_bn`` (CUDA) is on.
-NCCL is used on CUDA, gloo on CPU. With one process (no ``WORLD_SIZE``) every helper here is a
-no-op.
+Feature extraction splits a list the other way: process r embeds items r, r + N, r + 2N, ...
+and :func:`gather_strided_rows` puts them back in order on every process. NCCL is used on CUDA,
+gloo on CPU. With one process (no ``WORLD_SIZE``) every helper here is a no-op.
 
 Set ``PROGREID_SAMPLE_LOG=DIR`` to make every process append the dataset indices of each of its
 batches to ``DIR/rank<r>.jsonl`` (``{"epoch", "step", "indices"}``): a debugging aid that shows
@@ -28,22 +29,24 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from progreid.config import Config, ConfigError
-from progreid.models import ModelOutput
+from progreid.errors import ConfigError
 
 SAMPLE_LOG_ENV = "PROGREID_SAMPLE_LOG"
 T = TypeVar("T")
 
 
 @contextmanager
-def distributed_context(cfg: Config) -> Iterator[tuple[int, int]]:
-    """Yield (rank, world_size); under torchrun, initialise and finally destroy the group."""
+def distributed_context(device: str, sync_bn: bool) -> Iterator[tuple[int, int]]:
+    """Yield (rank, world_size); under torchrun, initialise and finally destroy the group.
+
+    ``device`` and ``sync_bn`` are ``train.device`` and ``train.sync_bn`` of the recipe.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         yield 0, 1
         return
-    use_cuda = cfg.train.device != "cpu" and torch.cuda.is_available()
-    if cfg.train.sync_bn and not use_cuda:
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if sync_bn and not use_cuda:
         raise ConfigError("train.sync_bn = true needs CUDA (PyTorch's SyncBatchNorm does not "
                           "run on CPU); set train.sync_bn=false for CPU training")
     if use_cuda:
@@ -55,8 +58,11 @@ def distributed_context(cfg: Config) -> Iterator[tuple[int, int]]:
         dist.destroy_process_group()
 
 
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the current process group; (0, 1) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def local_rank() -> int:
@@ -75,49 +81,39 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
 
-def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
-    """Batch norm whose statistics cover the global batch of all processes (``train.sync_bn``)."""
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """The rows of every process's ``tensor``, concatenated in rank order, on every process.
 
-
-def gather_batch(output: ModelOutput, labels: torch.Tensor) -> tuple[ModelOutput, torch.Tensor]:
-    """The model output and labels of the global batch, on every process.
-
-    Process r's share is slice r, in rank order, which is exactly the batch one process with
-    ``P * world_size`` identities draws (see :class:`progreid.data.sampler.PKSampler`), so the
-    losses (cross-entropy and the batch-mining metric losses alike) see the same batch as in a
-    single process. Only the process's own slice keeps its autograd graph; the others are
-    constants. Back-propagating ``world_size * loss`` (:func:`loss_scale`) then makes DDP's mean
-    of the processes' gradients equal the single-process gradient of the global-batch loss.
+    Process r's share is slice r, which is exactly the batch one process with ``P * world_size``
+    identities draws (see :class:`progreid.data.sampler.PKSampler`), so the losses see the same
+    batch as in a single process. Only the process's own slice keeps its autograd graph; the
+    others are constants. Back-propagating ``world_size * loss`` (:func:`loss_scale`) then makes
+    DDP's mean of the processes' gradients equal the single-process gradient of the global-batch
+    loss.
     """
-    if not is_distributed():
-        return output, labels
-    return ModelOutput([_gather(t) for t in output.logits],
-                       [_gather(t) for t in output.metric_features],
-                       _gather(output.embedding)), _gather(labels)
-
-
-def _gather(tensor: torch.Tensor) -> torch.Tensor:
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    rank, world = process_group()
+    if world == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world)]
     dist.all_gather(parts, tensor.detach().contiguous())
-    parts[dist.get_rank()] = tensor
+    parts[rank] = tensor
     return torch.cat(parts)
 
 
 def loss_scale() -> int:
-    """Factor on the global-batch loss before ``backward`` (see :func:`gather_batch`)."""
-    return dist.get_world_size() if is_distributed() else 1
+    """Factor on the global-batch loss before ``backward`` (see :func:`gather_with_grad`)."""
+    return process_group()[1]
 
 
 @contextmanager
 def local_main_first() -> Iterator[None]:
     """Run the body on each machine's first process before the others (e.g. to build a cache
     that the others then read)."""
-    first = local_rank() == 0
-    if is_distributed() and not first:
+    first, distributed = local_rank() == 0, process_group()[1] > 1
+    if distributed and not first:
         dist.barrier()
     yield
-    if is_distributed() and first:
+    if distributed and first:
         dist.barrier()
 
 
@@ -127,11 +123,34 @@ def main_process_result(compute: Callable[[], T]) -> T:
     Evaluation under torchrun uses it: rank 0 evaluates the unwrapped model (the one it saves),
     the others wait, and a driver that decides on the metrics decides the same on every rank.
     """
-    if not is_distributed():
+    rank, world = process_group()
+    if world == 1:
         return compute()
-    box = [compute() if dist.get_rank() == 0 else None]
+    box = [compute() if rank == 0 else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def share_rank0_buffers(model: nn.Module) -> None:
+    """Give every process rank 0's buffers (batch-norm statistics, which each process updated
+    from its own share of the last batch), so that all shards use the model rank 0 saves."""
+    if process_group()[1] > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def gather_strided_rows(local: torch.Tensor, total: int) -> torch.Tensor:
+    """All ``total`` rows on every process, in order, from each process's strided share
+    (process r holds rows r, r + W, ...). Shares are padded to one length for ``all_gather``."""
+    world = process_group()[1]
+    if world == 1:
+        return local
+    length = -(-total // world)
+    padded = local.new_zeros((length, *local.shape[1:]))
+    padded[:local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.stack(parts, 1).reshape(length * world, *local.shape[1:])[:total]
 
 
 class SampleLog:

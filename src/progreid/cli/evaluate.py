@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from progreid.commands.common import parse_options
+from progreid.cli.common import parse_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from progreid.bundle import load_bundle, resolve_bundle_path
     from progreid.config import override_config
     from progreid.data import build_dataset
+    from progreid.deploy.bundle import load_bundle, resolve_bundle_path
     from progreid.evaluation.pipeline import evaluate_model
     from progreid.utils.device import resolve_device
 

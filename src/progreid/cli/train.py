@@ -19,11 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from progreid.training.distributed import distributed_context
     from progreid.training.run import train
+    from progreid.utils.distributed import distributed_context
 
     cfg = load_config(args.config, args.overrides)
-    with distributed_context(cfg) as (rank, world_size):
+    with distributed_context(cfg.train.device, cfg.train.sync_bn) as (rank, world_size):
         metrics = train(cfg, resume=args.resume, rank=rank, world_size=world_size)
         if rank == 0:
             print(json.dumps({"run": cfg.train.output_dir, **metrics}, indent=2))

@@ -1,0 +1,1 @@
+"""The deployment layer: the model bundle (``model.pt``) and its ONNX export."""
