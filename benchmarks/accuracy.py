@@ -28,6 +28,8 @@ from progreid.utils.io import atomic_write_json, atomic_write_text
 METRICS = ("rank1", "rank5", "mAP", "mINP")
 WALL_NAME = "wall_time.json"
 REEVAL_NAME = "results-eval.json"
+#: The line of ``--doc`` below which the tables go; the text above it is kept.
+MARKER = "<!-- the tables below are written by benchmarks/accuracy.py; text above is kept -->"
 
 
 @dataclass(frozen=True)
@@ -53,20 +55,29 @@ def plan(recipes: list[Path], seeds: list[int], out: Path,
     return [Job(recipe, seed, out / recipe.stem / f"seed{seed}") for recipe, seed in pairs]
 
 
+def progreid_command(args: list[str], overrides: list[str]) -> list[str]:
+    """``python -m progreid.cli ARGS --set KEY=VALUE ...``."""
+    return [sys.executable, "-m", "progreid.cli", *args,
+            *(part for item in overrides for part in ("--set", item))]
+
+
+def threads_env(threads: int) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 def run_job(job: Job, threads: int, overrides: list[str]) -> float:
     """Train ``job`` unless it has finished; return its wall time in seconds (all attempts)."""
     wall_file = job.run_dir / WALL_NAME
     previous = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else 0.0
     if (job.run_dir / "results.json").exists():
         return previous
-    command = [sys.executable, "-m", "progreid.cli", "train", str(job.recipe),
-               "--set", f"train.seed={job.seed}", "--set", f"train.output_dir={job.run_dir}",
-               "--set", "train.progress=false"]
-    for item in overrides:
-        command += ["--set", item]
+    command = progreid_command(
+        ["train", str(job.recipe)],
+        [f"train.seed={job.seed}", f"train.output_dir={job.run_dir}", "train.progress=false",
+         *overrides])
     if (job.run_dir / "checkpoints" / "last.pt").exists():
         command.append("--resume")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = threads_env(threads)
     job.run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(job.run_dir.parent / f"seed{job.seed}.log", "a") as log:
@@ -92,11 +103,9 @@ def reevaluate(job: Job, threads: int, overrides: list[str]) -> None:
     target = job.run_dir / REEVAL_NAME
     if target.exists() or not (job.run_dir / "results.json").exists():
         return
-    command = [sys.executable, "-m", "progreid.cli", "evaluate", str(job.run_dir)]
-    for item in overrides:
-        command += ["--set", item]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    result = subprocess.run(progreid_command(["evaluate", str(job.run_dir)], overrides),
+                            env=threads_env(threads), capture_output=True, text=True,
+                            check=False)
     if result.returncode != 0:
         raise RuntimeError(f"evaluating {job.run_dir} failed: {result.stderr.strip()[-500:]}")
     metrics = json.loads(result.stdout[result.stdout.index("{"):])
@@ -152,6 +161,13 @@ def markdown(table: dict[str, dict[int, dict[str, float]]], baseline: str, threa
     return "\n".join(lines) + "\n"
 
 
+def write_doc(path: Path, tables: str) -> None:
+    """Write ``tables`` to ``path`` below :data:`MARKER`, keeping the text written above it."""
+    old = path.read_text() if path.exists() else ""
+    preamble = old[:old.index(MARKER)] if MARKER in old else ""
+    atomic_write_text(path, f"{preamble}{MARKER}\n\n{tables}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                  + markdown(results_of(jobs, REEVAL_NAME), baseline, args.threads, command))
     print(text)
     if args.doc is not None:
-        atomic_write_text(args.doc, text)
+        write_doc(args.doc, text)
     return 0
 
 

@@ -67,3 +67,19 @@ def test_a_finished_run_is_not_repeated(accuracy, tmp_path, monkeypatch):
 def test_missing_recipe_is_a_clear_error(accuracy, tmp_path, capsys):
     assert accuracy.main([str(tmp_path / "nope.yaml")]) == 2
     assert "recipe not found" in capsys.readouterr().err
+
+
+def test_the_doc_keeps_its_text_above_the_tables(accuracy, tmp_path):
+    doc = tmp_path / "accuracy.md"
+    accuracy.write_doc(doc, "| first table |\n")
+    assert doc.read_text() == f"{accuracy.MARKER}\n\n| first table |\n"
+    doc.write_text("# Title\n\nWhat the tables show.\n\n" + doc.read_text())
+    accuracy.write_doc(doc, "| second table |\n")
+    assert doc.read_text() == ("# Title\n\nWhat the tables show.\n\n"
+                               f"{accuracy.MARKER}\n\n| second table |\n")
+
+
+def test_commands_carry_the_overrides_and_the_thread_count(accuracy):
+    assert accuracy.progreid_command(["evaluate", "run"], ["eval.ten_crop=true"])[-4:] == [
+        "evaluate", "run", "--set", "eval.ten_crop=true"]
+    assert accuracy.threads_env(3)["OMP_NUM_THREADS"] == "3"
