@@ -91,6 +91,14 @@ def test_embed_as_tensor_and_of_nothing(model, paths, evaluated):
         model.embed([np.zeros((8, 8, 3), np.float32)])
 
 
+def test_lower_precision_runs_under_autocast(run, paths, evaluated):
+    features = progreid.load(run, device="cpu", dtype=torch.bfloat16).embed(paths)
+    assert features.dtype == np.float32
+    np.testing.assert_allclose(features, evaluated, atol=0.05 * np.abs(evaluated).max())
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        progreid.load(run, dtype=torch.int8)
+
+
 def frame_of(paths) -> np.ndarray:
     """A 100 x 90 RGB frame with people pasted in (and a noisy background)."""
     frame = np.random.default_rng(0).integers(0, 256, (100, 90, 3), dtype=np.uint8)
@@ -158,6 +166,8 @@ def test_gallery_items_carry_paths_and_identities(gallery, data):
 def test_gallery_round_trip(tmp_path, model, data, paths):
     images = sorted((data / "bounding_box_test").iterdir())
     gallery = progreid.Gallery.create(model)
+    with pytest.raises(ValueError, match="gallery is empty"):
+        gallery.search(paths)
     gallery.add(images[:20])
     with pytest.raises(ValueError, match="never saved"):
         gallery.save()

@@ -114,8 +114,10 @@ class Gallery:
     def add(self, values: FeaturesOrImages, paths: Sequence[str] | None = None,
             pids: Sequence[int] | None = None, camids: Sequence[int] | None = None,
             bgr: bool = False) -> int:
-        """Add features or images; returns how many. Names default to the files' absolute paths
-        (``#N`` otherwise); identities and cameras to those parsed from Market-style names."""
+        """Add features or images (every one given, even a file already in the gallery, unlike
+        ``progreid index --append``); returns how many. Names default to the files' absolute
+        paths (``#N`` otherwise); identities and cameras to those parsed from Market-style
+        names (-1 when unknown)."""
         features = self.features_of(values, bgr)
         names = list(paths) if paths is not None else item_names(values, len(self))
         add_items(self.index, features, labelled_items(names, pids, camids))
@@ -126,6 +128,8 @@ class Gallery:
                bgr: bool = False, exact: bool = False, rerank: bool = False) -> list[QueryResult]:
         """The ``top_k`` nearest items of each query (features or images), nearest first; with
         ``pool`` (``avg`` or ``max``) the queries are one tracklet searched as one query."""
+        if len(self) == 0:
+            raise ValueError("the gallery is empty: add images or features before searching")
         features = torch.from_numpy(self.features_of(queries, bgr))
         if len(features) == 0:
             raise ValueError("search needs at least one query")
