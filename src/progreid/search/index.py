@@ -53,9 +53,11 @@ class IndexItem:
 
 @dataclass
 class GalleryIndex:
-    """An opened index folder. ``features`` holds the raw embeddings (N x D, float32)."""
+    """An opened index folder. ``features`` holds the raw embeddings (N x D, float32); ``root``
+    is None for an index in memory that was never saved (:class:`~progreid.search.gallery.
+    Gallery`)."""
 
-    root: Path
+    root: Path | None
     model: str
     metric: str
     dim: int
@@ -158,18 +160,27 @@ def build_index(run: str | Path, images: str | Path | Sequence[str | Path], out:
     ``ann``: ``auto`` builds a FAISS IVF index once the gallery has ``ann_threshold`` images,
     ``ivf`` always, ``none`` never (exact search only).
     """
-    if ann not in ("auto", "ivf", "none"):
-        raise ValueError(f"ann must be 'auto', 'ivf' or 'none', got {ann!r}")
-    root = Path(out)
-    if (root / MANIFEST).exists():
-        raise GalleryIndexError(f"{root} already holds an index; add images with --append or "
-                                "choose another --out")
+    check_new_root(out)
     bundle = load_bundle(run, device)
     model_path = str(resolve_bundle_path(run).resolve())
-    index = GalleryIndex(root, model_path, bundle.config.eval.metric, 0, [], [], ann,
-                         ann_threshold)
+    index = empty_index(Path(out), model_path, bundle.config.eval.metric, ann, ann_threshold)
     _add(index, bundle, images, device, batch_size, workers)
     return index
+
+
+def check_new_root(root: str | Path) -> None:
+    """Refuse to write a new index over an existing one."""
+    if (Path(root) / MANIFEST).exists():
+        raise GalleryIndexError(f"{root} already holds an index; add images with --append or "
+                                "choose another --out")
+
+
+def empty_index(root: Path | None, model: str, metric: str, ann: AnnPolicy = "auto",
+                ann_threshold: int = ANN_THRESHOLD) -> GalleryIndex:
+    """An index without items (``root`` None: in memory, not saved yet)."""
+    if ann not in ("auto", "ivf", "none"):
+        raise ValueError(f"ann must be 'auto', 'ivf' or 'none', got {ann!r}")
+    return GalleryIndex(root, model, metric, 0, [], [], ann, ann_threshold)
 
 
 def append_to_index(root: str | Path, images: str | Path | Sequence[str | Path],
@@ -190,13 +201,28 @@ def _add(index: GalleryIndex, bundle: Bundle, images: str | Path | Sequence[str 
     if not samples:
         return 0
     features = embed_samples(bundle, samples, device, batch_size, workers).numpy()
+    add_items(index, features, [IndexItem(str(s.path), s.pid, s.camid) for s in samples])
+    write_new_items(index, len(samples))
+    return len(samples)
+
+
+def add_items(index: GalleryIndex, features: np.ndarray, items: Sequence[IndexItem]) -> None:
+    """Append ``N x D`` features and their items in memory (:func:`write_new_items` saves)."""
+    if features.ndim != 2 or len(features) != len(items):
+        raise ValueError(f"{len(items)} items need {len(items)} x D features, got "
+                         f"{features.shape}")
     if index.dim and features.shape[1] != index.dim:
         raise GalleryIndexError(f"{index.root}: the model gives {features.shape[1]}-d embeddings "
                                 f"but the index holds {index.dim}-d ones")
     index.dim = features.shape[1]
     index.features = (features if not len(index) else np.concatenate([index.features, features]))
-    index.items.extend(IndexItem(str(s.path), s.pid, s.camid) for s in samples)
+    index.items.extend(items)
+
+
+def write_new_items(index: GalleryIndex, count: int) -> None:
+    """Save the last ``count`` items as a new shard, add them to the FAISS index (building it
+    when the policy asks for it), then write the manifest."""
+    features = index.features[len(index) - count:]
     _write_shard(index, features)
     _update_ann(index, features)
     atomic_write_json(index.root / MANIFEST, index.manifest())
-    return len(samples)

@@ -1,0 +1,207 @@
+"""The Python API: ``progreid.load(...).embed`` of every input kind equals the features
+evaluation computes, person crops of a frame, and ``progreid.Gallery`` (tracklet search,
+save / load) on the index code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from deploy_helpers import make_run
+from PIL import Image
+
+import progreid
+from progreid.data.sample import Sample
+from progreid.deploy.bundle import load_bundle
+from progreid.search.index import build_index, open_index
+from progreid.search.query import search_images
+
+#: The run decodes at 80 x 32 while the synthetic images are 64 x 32: every input is resized.
+RUN_HEIGHT = 80
+BOXES = [[3.4, 5.0, 30.2, 70.8], [40, 10, 72, 90], [-12, -8, 20, 50], [60, 70, 200, 300]]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from progreid.data.synthetic import generate_pedestrians
+
+    return generate_pedestrians(tmp_path_factory.mktemp("data") / "data", identities=24,
+                                train_identities=12, cameras=2, images_per_camera=2,
+                                query_cameras=1, multi_query_images=1, distractors=0,
+                                height=64, width=32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data):
+    return make_run(tmp_path_factory.mktemp("run") / "run", data, height=RUN_HEIGHT,
+                    metric="cosine")
+
+
+@pytest.fixture(scope="module")
+def model(run):
+    return progreid.load(run, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def paths(data):
+    return sorted((data / "query").iterdir())[:5]
+
+
+@pytest.fixture(scope="module")
+def evaluated(run, paths):
+    """The features of evaluation: the run's Embedder extracting the samples from their files."""
+    samples = [Sample(path, -1, -1) for path in paths]
+    return load_bundle(run).embedder().extract(samples, batch_size=4).features.numpy()
+
+
+def rgb_arrays(paths):
+    return [np.array(Image.open(path).convert("RGB")) for path in paths]
+
+
+INPUTS = {
+    "paths": lambda paths: (paths, False),
+    "str paths": lambda paths: ([str(p) for p in paths], False),
+    "pil": lambda paths: ([Image.open(p) for p in paths], False),
+    "rgb numpy": lambda paths: (rgb_arrays(paths), False),
+    "bgr numpy": lambda paths: ([a[..., ::-1] for a in rgb_arrays(paths)], True),
+    "uint8 tensor": lambda paths: (torch.from_numpy(np.stack(rgb_arrays(paths))
+                                                    ).permute(0, 3, 1, 2), False),
+}
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_embed_equals_the_evaluation_features(model, paths, evaluated, kind):
+    images, bgr = INPUTS[kind](paths)
+    features = model.embed(images, batch_size=2, bgr=bgr)
+    assert features.dtype == np.float32 and features.shape == (len(paths), model.dim)
+    np.testing.assert_allclose(features, evaluated, atol=1e-5)
+
+
+def test_embed_as_tensor_and_of_nothing(model, paths, evaluated):
+    features = model.embed(paths, as_tensor=True)
+    assert isinstance(features, torch.Tensor) and features.dtype == torch.float32
+    np.testing.assert_allclose(features.numpy(), evaluated, atol=1e-5)
+    assert model.embed([]).shape == (0, model.dim)
+    with pytest.raises(TypeError, match="wrap a single image in a list"):
+        model.embed(paths[0])
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
+        model.embed([np.zeros((8, 8, 3), np.float32)])
+
+
+def test_lower_precision_runs_under_autocast(run, paths, evaluated):
+    features = progreid.load(run, device="cpu", dtype=torch.bfloat16).embed(paths)
+    assert features.dtype == np.float32
+    np.testing.assert_allclose(features, evaluated, atol=0.05 * np.abs(evaluated).max())
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        progreid.load(run, dtype=torch.int8)
+
+
+def frame_of(paths) -> np.ndarray:
+    """A 100 x 90 RGB frame with people pasted in (and a noisy background)."""
+    frame = np.random.default_rng(0).integers(0, 256, (100, 90, 3), dtype=np.uint8)
+    for (x, y), array in zip([(2, 4), (45, 20)], rgb_arrays(paths), strict=False):
+        frame[y:y + 64, x:x + 32] = array
+    return frame
+
+
+def test_embed_crops_equals_cropping_by_hand(model, paths):
+    frame = frame_of(paths)
+    by_hand = [frame[5:71, 3:31], frame[10:90, 40:72], frame[0:50, 0:20], frame[70:100, 60:90]]
+    expected = model.embed(by_hand)
+    np.testing.assert_allclose(model.embed_crops(frame, BOXES), expected, atol=1e-5)
+    bgr = np.ascontiguousarray(frame[..., ::-1])
+    np.testing.assert_allclose(model.embed_crops(bgr, np.array(BOXES), bgr=True), expected,
+                               atol=1e-5)
+    assert model.embed_crops(frame, np.zeros((0, 4))).shape == (0, model.dim)
+
+
+def test_empty_boxes_are_refused_by_index(model, paths):
+    frame = frame_of(paths)
+    with pytest.raises(ValueError, match=r"box 1 \[10.0, 10.0, 10.0, 40.0\] is empty"):
+        model.embed_crops(frame, [[0, 0, 10, 10], [10, 10, 10, 40]])
+    with pytest.raises(ValueError, match="box 0 .* is empty inside the 90 x 100 frame"):
+        model.embed_crops(frame, [[95, 0, 120, 50]])  # wholly right of the frame
+    with pytest.raises(ValueError, match="N x 4"):
+        model.embed_crops(frame, [[0, 0, 10]])
+
+
+@pytest.fixture(scope="module")
+def gallery(model, data):
+    gallery = progreid.Gallery.create(model)
+    gallery.add(sorted((data / "bounding_box_test").iterdir()))
+    return gallery
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_tracklet_search_equals_pooling_by_hand(gallery, model, paths, pool):
+    tracklet = paths[:3]
+    features = model.embed(tracklet)
+    pooled = features.mean(0) if pool == "avg" else features.max(0)
+    by_hand = gallery.search(pooled[None], top_k=6)[0]
+    result = gallery.search(tracklet, top_k=6, pool=pool)
+    assert len(result) == 1 and result[0].query == "tracklet of 3"
+    assert [m.index for m in result[0].matches] == [m.index for m in by_hand.matches]
+    np.testing.assert_allclose([m.distance for m in result[0].matches],
+                               [m.distance for m in by_hand.matches], atol=1e-5)
+    # Cosine run: distances are Euclidean between L2-normalised features, as the index does.
+    unit = gallery.index.features / np.linalg.norm(gallery.index.features, axis=1,
+                                                   keepdims=True)
+    query = pooled / np.linalg.norm(pooled)
+    distances = np.linalg.norm(unit - query, axis=1)
+    assert [m.index for m in by_hand.matches] == np.argsort(distances, kind="stable")[:6].tolist()
+
+
+def test_gallery_items_carry_paths_and_identities(gallery, data):
+    first = gallery.index.items[0]
+    assert first.path == str(sorted((data / "bounding_box_test").iterdir())[0].resolve())
+    assert (first.pid, first.camid) == (4, 0)
+    result = gallery.search(np.asarray(gallery.index.features[:1]), top_k=3)[0]
+    assert result.matches[0].index == 0 and result.matches[0].distance < 1e-3
+    assert result.matches[0].path == first.path and result.matches[0].pid == 4
+
+
+def test_gallery_round_trip(tmp_path, model, data, paths):
+    images = sorted((data / "bounding_box_test").iterdir())
+    gallery = progreid.Gallery.create(model)
+    with pytest.raises(ValueError, match="gallery is empty"):
+        gallery.search(paths)
+    gallery.add(images[:20])
+    with pytest.raises(ValueError, match="never saved"):
+        gallery.save()
+    gallery.save(tmp_path / "g")
+    gallery.add(model.embed(images[20:]), paths=[f"cam_{i}" for i in range(16)],
+                pids=range(16), camids=[0] * 16)
+    gallery.save()
+    loaded = progreid.Gallery.load(tmp_path / "g", model)
+    assert loaded.index.shards == ["00000.npy", "00001.npy"] and len(loaded) == 36
+    assert loaded.index.items == gallery.index.items
+    assert loaded.index.items[20].path == "cam_0" and loaded.index.items[35].pid == 15
+    np.testing.assert_array_equal(loaded.index.features, gallery.index.features)
+    before, after = gallery.search(paths, top_k=5), loaded.search(paths, top_k=5)
+    assert [r.to_dict() for r in before] == [r.to_dict() for r in after]
+    copy = loaded.save(tmp_path / "copy")
+    assert open_index(copy).shards == ["00000.npy"] and len(open_index(copy)) == 36
+
+
+def test_gallery_opens_a_cli_index_and_searches_as_the_cli(tmp_path, run, data, paths):
+    build_index(run, data / "bounding_box_test", tmp_path / "index", ann="none")
+    gallery = progreid.Gallery.load(tmp_path / "index", device="cpu")
+    expected = search_images(open_index(tmp_path / "index"), load_bundle(run), paths, top=4)
+    results = gallery.search(paths, top_k=4)
+    for got, want in zip(results, expected, strict=True):
+        assert [m.index for m in got.matches] == [m.index for m in want.matches]
+        assert (got.query, got.pid, got.camid) == (want.query, want.pid, want.camid)
+        np.testing.assert_allclose([m.distance for m in got.matches],
+                                   [m.distance for m in want.matches], atol=1e-5)
+
+
+def test_import_progreid_is_light_and_lists_its_api():
+    probe = ("import sys, progreid; assert 'torch' not in sys.modules, 'torch imported'; "
+             "assert progreid.load.__module__ == 'progreid.deploy.api'; "
+             "print(sorted(progreid.__all__))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": progreid.__path__[0] + "/.."})
+    assert out.stdout.split() == ["['Gallery',", "'ReIDModel',", "'__version__',", "'load']"]
