@@ -14,6 +14,7 @@ import progreid
 PACKAGE = Path(progreid.__path__[0])
 SRC = str(PACKAGE.parent)
 #: The layers of the README's layout, lowest first, by top-level name under ``progreid``.
+#: (``progreid/__init__`` re-exports the Python API lazily, by name: it imports nothing.)
 LAYERS = [("foundation", {"__init__", "errors", "utils"}), ("data", {"data"}),
           ("models and losses", {"models", "losses"}), ("recipe schema", {"config"}),
           ("evaluation", {"evaluation"}), ("deployment", {"deploy"}),

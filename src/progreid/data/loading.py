@@ -65,9 +65,15 @@ def decode_image(path: str | Path, height: int, width: int) -> np.ndarray:
                                f"{MAX_IMAGE_PIXELS:,} pixels for a person image")
         try:
             image.load()
-            rgb = _to_rgb(image)
+            return image_array(image, height, width)
         except (OSError, ValueError, SyntaxError) as exc:
             raise DatasetError(f"cannot decode image {path}: {exc}") from exc
+
+
+def image_array(image: Image.Image, height: int, width: int) -> np.ndarray:
+    """A decoded image of any PIL mode as an ``height x width x 3`` uint8 RGB array (bilinear
+    resize when its size differs): what :func:`decode_image` returns for a file."""
+    rgb = _to_rgb(image)
     if rgb.size != (width, height):
         rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
     return np.array(rgb, dtype=np.uint8)

@@ -20,7 +20,7 @@ import torch
 from numpy.typing import ArrayLike
 from PIL import Image
 
-from progreid.data.loading import _to_rgb, decode_image
+from progreid.data.loading import decode_image, image_array
 from progreid.deploy.bundle import Bundle, load_bundle, resolve_bundle_path
 from progreid.evaluation.features import Embedder
 from progreid.utils.device import resolve_device
@@ -30,15 +30,6 @@ ImageLike = str | Path | Image.Image | np.ndarray
 #: Images: a sequence of :data:`ImageLike` or a uint8 ``B x 3 x H x W`` tensor.
 Images = Sequence[ImageLike] | torch.Tensor
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def fit_image(image: Image.Image, height: int, width: int) -> np.ndarray:
-    """``image`` as :func:`~progreid.data.loading.decode_image` decodes a file: RGB, then a
-    bilinear resize to ``height x width`` when its size differs."""
-    rgb = _to_rgb(image)
-    if rgb.size != (width, height):
-        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
-    return np.array(rgb, dtype=np.uint8)
 
 
 def check_array(array: np.ndarray, name: str) -> None:
@@ -140,7 +131,7 @@ class ReIDModel:
         if not isinstance(image, Image.Image):
             raise TypeError(f"cannot embed a {type(image).__name__}: pass file paths, PIL "
                             "images or H x W x 3 uint8 arrays")
-        return fit_image(image, height, width)
+        return image_array(image, height, width)
 
     def _fit_tensor(self, batch: torch.Tensor, bgr: bool) -> torch.Tensor:
         """A uint8 ``B x 3 x H x W`` batch in RGB at the run's size (resized like files)."""
