@@ -4,6 +4,7 @@ resume after a finished round and after an interrupted exploration."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -153,6 +154,7 @@ def test_round_study_proposes_by_expected_improvement_and_persists(tmp_path: Pat
     assert proposal.incumbent == int(np.argmin(values))
     assert proposal.incumbent_f == pytest.approx(min(values))
     assert proposal.log_ei is not None and np.isfinite(proposal.log_ei)
+    assert study.sampler._n_preliminary_samples == 64  # the ei_samples setting reached Optuna
     # a new process (resume) reads the same proposal and explorations back from SQLite
     reopened = RoundStudy(open_storage(tmp_path), 0, SPACE, seed=0, ei_samples=64)
     assert reopened.proposal() == proposal
@@ -393,3 +395,13 @@ def test_pla_needs_the_generalized_batch_hard_metric(tiny_root: Path, tmp_path: 
               for a in ("--set", o))]
     assert main(args) == 2
     assert "loss.metric = 'generalized_batch_hard'" in capsys.readouterr().err
+
+
+def test_the_optuna_internals_pla_relies_on_have_not_moved() -> None:
+    """ExpectedImprovementSampler sets ``GPSampler._n_preliminary_samples`` and overrides
+    ``GPSampler._optimize_acqf(acqf, best_params)``: Optuna 5 internals (pyproject pins optuna
+    below 6). If this fails, Optuna changed them and PLA's proposal code must follow."""
+    assert optuna.__version__.split(".")[0] == "5"
+    assert isinstance(optuna.samplers.GPSampler(seed=0)._n_preliminary_samples, int)
+    parameters = inspect.signature(optuna.samplers.GPSampler._optimize_acqf).parameters
+    assert list(parameters) == ["self", "acqf", "best_params"]
