@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,22 @@ def test_import_progreid_is_light_and_lists_its_api():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, env={"PYTHONPATH": progreid.__path__[0] + "/.."})
     assert out.stdout.split() == ["['Gallery',", "'ReIDModel',", "'__version__',", "'load']"]
+
+
+def test_readme_tracker_example_runs_as_written(tmp_path, monkeypatch, run, data, capsys):
+    """The README's Python API code block, run as written in a folder laid out as it assumes
+    (a finished run under runs/demo, synthetic images under .cache/progreid/synthetic)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start:section.index("\n```", start)]
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    (tmp_path / "runs" / "demo" / "run").symlink_to(run)
+    (tmp_path / ".cache" / "progreid").mkdir(parents=True)
+    (tmp_path / ".cache" / "progreid" / "synthetic").symlink_to(data)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    queries = len(list((data / "query").glob("*.jpg")))
+    assert len(printed) == min(queries, 20) and all(" track " in line for line in printed)
+    assert len(progreid.Gallery.load(tmp_path / "tracks.idx")) == len(printed)
