@@ -1,7 +1,7 @@
 """Inference throughput: embeddings per second of a progreid model over batch sizes.
 
 Each batch is a uint8 image batch already on the device (as the evaluation loader delivers it);
-the timed work is progreid's ``embed_batch`` (normalisation + forward pass, optionally with the
+the timed work is progreid's ``Embedder.embed`` (normalisation + forward pass, optionally with the
 flip test-time augmentation) in eval mode, under bf16 autocast and channels_last by default on
 CUDA. On CPU (defaults: a small ResNet-18):
 
@@ -26,23 +26,24 @@ import torch
 from torch import nn
 from train_throughput import device_name  # benchmarks/ is on sys.path when run as a script
 
-from progreid.evaluation.features import embed_batch
+from progreid.evaluation.features import Embedder
 from progreid.models import build_model
 from progreid.utils.device import resolve_device
 
 
 def images_per_second(model: nn.Module, batch: torch.Tensor, flip: bool, amp: bool,
                       seconds: float, device: torch.device) -> float:
-    """Repeat ``embed_batch`` for about ``seconds`` after a warm-up; return images per second."""
+    """Repeat ``Embedder.embed`` for about ``seconds`` after a warm-up; return images per second."""
     autocast = (torch.autocast("cuda", torch.bfloat16) if amp and device.type == "cuda"
                 else contextlib.nullcontext())
+    embed = Embedder(model, *batch.shape[-2:], flip=flip).embed
     with torch.inference_mode(), autocast:
         for _ in range(3):
-            embed_batch(model, batch, flip_tta=flip)
+            embed(batch)
         _sync(device)
         runs, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            embed_batch(model, batch, flip_tta=flip)
+            embed(batch)
             runs += 1
             if runs % 5 == 0:
                 _sync(device)

@@ -13,7 +13,7 @@ from progreid.data.registry import build_dataset
 from progreid.data.sample import DatasetError
 from progreid.data.synthetic import generate_pedestrians
 from progreid.evaluation import cuhk03_single_shot, evaluate_features, market_multi_query
-from progreid.evaluation.features import Embedder, extract_features
+from progreid.evaluation.features import Embedder
 from progreid.evaluation.pipeline import evaluate_model, summarize
 from progreid.models.registry import build_model
 
@@ -39,8 +39,7 @@ def embedder(model, cfg):
 
 
 def features(model, samples, cfg):
-    return extract_features(model, samples, HEIGHT, WIDTH, "cpu", cfg.batch_size, 0,
-                            flip_tta=cfg.flip, ten_crop_tta=cfg.ten_crop)
+    return embedder(model, cfg).extract(samples, "cpu", cfg.batch_size)
 
 
 def test_standard_protocol_equals_evaluate_features(dataset, model):

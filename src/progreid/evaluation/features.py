@@ -21,6 +21,9 @@ from progreid.data.transforms import flip, normalize, ten_crop
 from progreid.evaluation.pca import Projection
 from progreid.utils.distributed import gather_strided_rows, process_group, share_rank0_buffers
 
+#: PLA Sec. 4.2: the 10 crops are cut from the image enlarged by this factor.
+TEN_CROP_ENLARGE = 1.125
+
 
 @dataclass
 class Features:
@@ -29,64 +32,6 @@ class Features:
     features: torch.Tensor
     pids: np.ndarray
     camids: np.ndarray
-
-
-@torch.no_grad()
-def embed_batch(model: nn.Module, images_uint8: torch.Tensor, flip_tta: bool = True,
-                ten_crop_tta: bool = False, enlarge: float = 1.125) -> torch.Tensor:
-    """Embeddings of one uint8 batch, averaged over the test-time views.
-
-    Images are normalised with ``model.normalization``, the ``(mean, std)`` of its backbone's
-    pretrained weights (recorded in the model bundle), exactly as in training.
-
-    ``ten_crop_tta`` follows PLA Sec. 4.2: the four corners and the centre of the image enlarged by
-    ``enlarge``, and their mirrors. Otherwise ``flip_tta`` averages with the mirrored image.
-    """
-    if ten_crop_tta:
-        views = ten_crop(images_uint8, enlarge)
-    elif flip_tta:
-        views = [images_uint8, flip(images_uint8)]
-    else:
-        views = [images_uint8]
-    total = None
-    mean, std = model.normalization
-    for view in views:
-        feats = model(normalize(view, mean, std)).float()
-        total = feats if total is None else total + feats
-    return total / len(views)
-
-
-@torch.no_grad()
-def extract_features(model: nn.Module, samples: Sequence[Sample], height: int, width: int,
-                     device: torch.device | str = "cpu", batch_size: int = 128,
-                     workers: int = 0, flip_tta: bool = True, ten_crop_tta: bool = False,
-                     channels_last: bool = False) -> Features:
-    """Embed ``samples`` with ``model`` in eval mode; features stay on ``device``.
-
-    Under torchrun (with at least as many samples as processes) each process embeds every W-th
-    sample with rank 0's batch-norm statistics and all of them receive all the features."""
-    was_training = model.training
-    model.eval()
-    device = torch.device(device)
-    rank, world = process_group()
-    if world > 1 and len(samples) < world:
-        rank, world = 0, 1  # too few to split: every process embeds them all
-    if world > 1:
-        share_rank0_buffers(model)
-    chunks = []
-    loader = build_eval_loader(samples[rank::world], height, width, batch_size, workers)
-    for images, *_ in loader:
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        chunks.append(embed_batch(model, images, flip_tta, ten_crop_tta))
-    model.train(was_training)
-    features = torch.cat(chunks) if chunks else torch.empty(0, 0, device=device)
-    if world > 1:
-        features = gather_strided_rows(features, len(samples))
-    return Features(features,
-                    np.array([s.pid for s in samples], dtype=np.int64),
-                    np.array([s.camid for s in samples], dtype=np.int64))
 
 
 @dataclass
@@ -110,16 +55,50 @@ class Embedder:
         return cls(model, cfg.data.height, cfg.data.width, cfg.eval.flip, cfg.eval.ten_crop,
                    projection)
 
+    @torch.no_grad()
     def embed(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """Embeddings of one ``B x 3 x H x W`` uint8 batch (the model must be in eval mode)."""
-        features = embed_batch(self.model, images_uint8, self.flip, self.ten_crop)
+        """Embeddings of one ``B x 3 x H x W`` uint8 batch (the model must be in eval mode),
+        averaged over the test-time views.
+
+        Images are normalised with ``model.normalization``, the ``(mean, std)`` of its backbone's
+        pretrained weights (recorded in the model bundle), exactly as in training. ``ten_crop``
+        follows PLA Sec. 4.2: the four corners and the centre of the image enlarged by 1.125,
+        and their mirrors; otherwise ``flip`` averages with the mirrored image.
+        """
+        if self.ten_crop:
+            views = ten_crop(images_uint8, TEN_CROP_ENLARGE)
+        else:
+            views = [images_uint8, flip(images_uint8)] if self.flip else [images_uint8]
+        mean, std = self.model.normalization
+        features = sum(self.model(normalize(view, mean, std)).float() for view in views)
+        features = features / len(views)
         return features if self.projection is None else self.projection(features)
 
+    @torch.no_grad()
     def extract(self, samples: Sequence[Sample], device: torch.device | str = "cpu",
                 batch_size: int = 128, workers: int = 0) -> Features:
-        """Embeddings of ``samples`` (decoded from their files), with identities and cameras."""
-        features = extract_features(self.model, samples, self.height, self.width, device,
-                                    batch_size, workers, self.flip, self.ten_crop)
-        if self.projection is not None:
-            features.features = self.projection(features.features)
-        return features
+        """Embeddings of ``samples`` (decoded from their files), with identities and cameras;
+        the features stay on ``device``.
+
+        Under torchrun (with at least as many samples as processes) each process embeds every
+        W-th sample with rank 0's batch-norm statistics and all of them receive all the
+        features."""
+        was_training = self.model.training
+        self.model.eval()
+        device = torch.device(device)
+        rank, world = process_group()
+        if world > 1 and len(samples) < world:
+            rank, world = 0, 1  # too few to split: every process embeds them all
+        if world > 1:
+            share_rank0_buffers(self.model)
+        chunks = []
+        loader = build_eval_loader(samples[rank::world], self.height, self.width, batch_size,
+                                   workers)
+        for images, *_ in loader:
+            chunks.append(self.embed(images.to(device, non_blocking=True)))
+        self.model.train(was_training)
+        features = torch.cat(chunks) if chunks else torch.empty(0, 0, device=device)
+        if world > 1:
+            features = gather_strided_rows(features, len(samples))
+        return Features(features, np.array([s.pid for s in samples], dtype=np.int64),
+                        np.array([s.camid for s in samples], dtype=np.int64))

@@ -341,7 +341,7 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         name, keys, *rest = rng["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-        random.setstate(_as_tuple(rng["python"]))
+        random.setstate(rng["python"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
 
@@ -396,9 +396,3 @@ def gather_batch(output: ModelOutput, labels: torch.Tensor) -> tuple[ModelOutput
                        [gather_with_grad(t) for t in output.metric_features],
                        gather_with_grad(output.embedding)), gather_with_grad(labels)
 
-
-def _as_tuple(value: Any) -> Any:
-    """Python's RNG state is nested tuples; be safe if a round trip made them lists."""
-    if isinstance(value, list | tuple):
-        return tuple(_as_tuple(v) for v in value)
-    return value
