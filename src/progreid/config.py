@@ -124,7 +124,10 @@ class TrainConfig(Section):
     checkpoint_every: Int = Field(1, ge=1, description="epochs between checkpoints")
     eval_every: Int = Field(0, ge=0, description="epochs between evaluations; 0 = only at the end")
     output_dir: Str = Field("runs/default")
-    progress: Bool = Field(True, description="tqdm progress bar")
+    progress: Bool = Field(True, description="progress bars and a line per epoch on stderr")
+    threads: Int | None = Field(
+        None, ge=1, description="torch compute threads; default: OMP_NUM_THREADS, else the "
+                                "cores this process may use")
 
 
 class EvalConfig(Section):

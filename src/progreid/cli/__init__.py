@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from progreid import __version__
-from progreid.cli import (
+# Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs spinning
+# threads steal the cores that the working ones need (a demo epoch beside a second demo on 2
+# cores: 78 s spinning, 3-4 s passive). Set before torch is first imported; a user's own
+# OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from progreid import __version__  # noqa: E402
+from progreid.cli import (  # noqa: E402
     datasets,
     demo,
     evaluate,
@@ -26,7 +33,7 @@ from progreid.cli import (
     synth,
     train,
 )
-from progreid.errors import ProgreidError
+from progreid.errors import ProgreidError  # noqa: E402
 
 COMMANDS = [train, evaluate, datasets, prepare, synth, demo, plot, profile, export, index, search,
             report]

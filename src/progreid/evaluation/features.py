@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from progreid.config import Config
 from progreid.data.loading import build_eval_loader
@@ -94,7 +95,8 @@ class Embedder:
         chunks = []
         loader = build_eval_loader(samples[rank::world], self.height, self.width, batch_size,
                                    workers)
-        for images, *_ in loader:
+        for images, *_ in tqdm(loader, desc=f"embedding {len(samples)} images", unit="batch",
+                               leave=False, disable=None if rank == 0 else True):
             chunks.append(self.embed(images.to(device, non_blocking=True)))
         self.model.train(was_training)
         features = torch.cat(chunks) if chunks else torch.empty(0, 0, device=device)

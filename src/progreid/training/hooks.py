@@ -9,6 +9,10 @@ An epoch's evaluation comes before its checkpoint, so a run killed in between re
 
 from __future__ import annotations
 
+import sys
+
+from tqdm import tqdm
+
 from progreid.evaluation.features import Embedder
 from progreid.evaluation.pca import Projection
 from progreid.evaluation.pipeline import evaluate_model
@@ -37,6 +41,25 @@ class EpochLog(Hook):
                        **stage.fields(stats.epoch), **stats.terms)
 
 
+class ConsoleLine(Hook):
+    """One line per epoch on the terminal (stderr, rank 0, with ``train.progress``): epoch, the
+    stage's fields (PLA round and candidate, TRC phase), loss terms, learning rate, speed."""
+
+    every_stage = True
+
+    def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
+        if not (trainer.cfg.train.progress and trainer.is_main):
+            return
+        where = " ".join(f"{key} {value}" for key, value in stage.fields(stats.epoch).items())
+        terms = "  ".join(f"{name} {value:.4g}"
+                           for name, value in ({"loss": stats.loss} | stats.terms).items())
+        exploring = "" if stage.kept else " (exploration)"
+        tqdm.write(f"epoch {stats.epoch:>{len(str(stage.end))}}/{stage.end}{exploring}"
+                   f"{'  ' + where if where else ''}  {terms}  lr {stats.lr:.2e}  "
+                   f"{stats.images / max(stats.seconds, 1e-9):.0f} img/s  {stats.seconds:.1f} s",
+                   file=sys.stderr)
+
+
 class Evaluation(Hook):
     """An ``eval`` record every ``train.eval_every`` epochs (0: none during training)."""
 
@@ -46,8 +69,11 @@ class Evaluation(Hook):
     def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
         every = trainer.cfg.train.eval_every
         if every and trainer.epoch % every == 0:
-            self.log.write("eval", epoch=trainer.epoch, **stage.fields(trainer.epoch),
-                           **evaluate_trainer(trainer))
+            metrics = evaluate_trainer(trainer)
+            self.log.write("eval", epoch=trainer.epoch, **stage.fields(trainer.epoch), **metrics)
+            if trainer.cfg.train.progress and trainer.is_main:
+                tqdm.write(f"epoch {trainer.epoch} evaluation: rank-1 {metrics['rank1']:.1f}  "
+                           f"mAP {metrics['mAP']:.1f}", file=sys.stderr)
 
 
 class BestCheckpoint(Hook):
@@ -78,4 +104,5 @@ class Checkpoint(Hook):
 
 def training_hooks(plan: Plan, log: MetricsLog) -> list[Hook]:
     """The hooks of a run of ``plan``, in the order that is correct for ``--resume``."""
-    return [EpochLog(log), *plan.hooks(), Evaluation(log), BestCheckpoint(), Checkpoint(plan)]
+    return [EpochLog(log), ConsoleLine(), *plan.hooks(), Evaluation(log), BestCheckpoint(),
+            Checkpoint(plan)]

@@ -397,7 +397,10 @@ class PLAPlan(Plan):
             if index in finished:
                 continue
             stage = Stage(w.objective(self.objective), state.origin + pla.explore_epochs,
-                          self._schedule_start(), kept=False)
+                          self._schedule_start(), kept=False,
+                          fields=lambda epoch, index=index: {
+                              "round": state.round,
+                              "candidate": f"{index + 1}/{len(state.candidates)}"})
             yield stage
             trainer.restore(snapshot)
             losses = None if stage.diverged else stage.losses

@@ -7,6 +7,7 @@ deployable bundle) and ``results.json`` (final metrics).
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from collections.abc import Iterator
@@ -90,6 +91,8 @@ def environment_record() -> dict[str, Any]:
                               "numpy": np.__version__, "progreid": progreid.__version__,
                               "platform": platform.platform(),
                               "torch_threads": torch.get_num_threads(),
+                              "usable_cores": len(os.sched_getaffinity(0)),
+                              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                               "cuda": torch.version.cuda if torch.cuda.is_available() else None}
     try:
         record["git_revision"] = subprocess.run(
@@ -131,6 +134,8 @@ def train(cfg: Config, resume: bool = False, rank: int = 0,
     leaves no partial run folder behind.
     """
     objective = Objective.from_config(cfg.loss)
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
     run_dir = check_run_dir(cfg, resume)
     dataset, scan = validate_dataset(load_dataset(cfg), cfg.data)
     check_against_dataset(cfg.data, dataset, world_size)

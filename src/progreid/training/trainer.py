@@ -98,7 +98,10 @@ class Hook:
     """Something done around the epochs of :meth:`Trainer.fit`; every method is a no-op here.
 
     ``after_step`` sees each batch's model output (detached use only) after the optimiser step.
+    A hook with ``every_stage`` also runs in stages that are not kept (PLA's explorations).
     """
+
+    every_stage = False
 
     def before_epoch(self, trainer: Trainer, stage: Stage) -> None:
         pass
@@ -224,7 +227,7 @@ class Trainer:
     def run_stage(self, stage: Stage, hooks: Sequence[Hook]) -> None:
         """Train from the current epoch to ``stage.end`` (see :class:`Stage`)."""
         self.schedule_start = stage.schedule_start
-        hooks = hooks if stage.kept else ()
+        hooks = [hook for hook in hooks if stage.kept or hook.every_stage]
         while self.epoch < stage.end:
             for hook in hooks:
                 hook.before_epoch(self, stage)
@@ -285,7 +288,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         steps = images_seen = 0
         bar = tqdm(total=len(self.sampler), desc=f"epoch {self.epoch + 1}", leave=False,
-                   disable=not (self.cfg.train.progress and self.is_main))
+                   unit="batch", disable=not (self.cfg.train.progress and self.is_main))
         for images, pids in self.batches():
             with self.autocast():
                 output = self.forward_model(images)
@@ -300,9 +303,13 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + value
             steps += 1
             images_seen += images.shape[0]
+            if not bar.disable and (steps % 10 == 1 or steps == len(self.sampler)):
+                speed = images_seen / (time.perf_counter() - start)
+                bar.set_postfix(epoch_means(sums, steps) | {"lr": lr, "img/s": round(speed)},
+                                refresh=False)
             bar.update()
         bar.close()
-        means = {name: float(total) / max(steps, 1) for name, total in sums.items()}
+        means = epoch_means(sums, steps)
         if not all(np.isfinite(v) for v in means.values()):
             raise NonFiniteLossError(
                 f"loss became {means.get('loss')} in epoch {self.epoch + 1} (terms {means}); "
@@ -387,6 +394,11 @@ class Trainer:
             raise CheckpointError(f"{path}: the training state does not fit this trainer "
                                   f"({type(exc).__name__}: {exc})") from exc
         return payload.get("extra", {})
+
+
+def epoch_means(sums: dict[str, torch.Tensor], steps: int) -> dict[str, float]:
+    """The mean of each loss term over ``steps`` batches."""
+    return {name: float(total) / max(steps, 1) for name, total in sums.items()}
 
 
 def gather_batch(output: ModelOutput, labels: torch.Tensor) -> tuple[ModelOutput, torch.Tensor]:
