@@ -544,9 +544,8 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT:
-        return manifest
-    return None
+    valid = isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
+    return manifest if valid else None
 
 
 def is_current(out_dir: str | os.PathLike, spec: SyntheticSpec) -> bool:
@@ -556,11 +555,8 @@ def is_current(out_dir: str | os.PathLike, spec: SyntheticSpec) -> bool:
             manifest.get("spec") != asdict(spec):
         return False
     counts = spec.counts()
-    for key, folder in FOLDERS.items():
-        path = Path(out_dir) / folder
-        if not path.is_dir() or sum(1 for _ in path.glob("*.jpg")) != counts[key]:
-            return False
-    return True
+    return all(sum(1 for _ in (Path(out_dir) / folder).glob("*.jpg")) == counts[key]
+               for key, folder in FOLDERS.items())
 
 
 def write_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec) -> Path:
@@ -607,25 +603,10 @@ def _install(tmp: Path, out: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-def generate_pedestrians(
-    out_dir: str | os.PathLike, *,
-    identities: int = SyntheticSpec.identities,
-    train_identities: int = SyntheticSpec.train_identities,
-    cameras: int = SyntheticSpec.cameras,
-    images_per_camera: int = SyntheticSpec.images_per_camera,
-    query_cameras: int = SyntheticSpec.query_cameras,
-    multi_query_images: int = SyntheticSpec.multi_query_images,
-    distractors: int = SyntheticSpec.distractors,
-    height: int = SyntheticSpec.height,
-    width: int = SyntheticSpec.width,
-    seed: int = SyntheticSpec.seed,
-) -> Path:
+def generate_pedestrians(out_dir: str | os.PathLike, **spec: int) -> Path:
     """Write (or reuse) a synthetic-pedestrian dataset in the Market-1501 layout at ``out_dir``.
 
-    With no arguments it makes the default demo set (see :class:`SyntheticSpec`).
+    ``spec`` holds keyword arguments of :class:`SyntheticSpec` (``identities=``, ``seed=`` ...);
+    with none it makes the default demo set.
     """
-    spec = SyntheticSpec(identities=identities, train_identities=train_identities,
-                         cameras=cameras, images_per_camera=images_per_camera,
-                         query_cameras=query_cameras, multi_query_images=multi_query_images,
-                         distractors=distractors, height=height, width=width, seed=seed)
-    return write_dataset(out_dir, spec)
+    return write_dataset(out_dir, SyntheticSpec(**spec))
