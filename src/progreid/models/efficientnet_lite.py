@@ -16,6 +16,7 @@ feature map) and a channel ``width`` multiplier of the block channels (random in
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -58,11 +59,6 @@ def round_filters(channels: int, multiplier: float, divisor: int = 8) -> int:
     if new < 0.9 * scaled:
         new += divisor
     return int(new)
-
-
-def round_repeats(repeats: int, depth: float) -> int:
-    """Scale a stage's block count by the depth coefficient, rounding up."""
-    return int(math.ceil(depth * repeats))
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -167,7 +163,7 @@ class EfficientNetLite(nn.Module):
         for index, (expand, kernel, stride, repeats, _, out) in enumerate(B0_STAGES):
             out = round_filters(out, multiplier)
             if 0 < index < len(B0_STAGES) - 1:  # lite: first and last stage repeats are fixed
-                repeats = round_repeats(repeats, depth_coef)
+                repeats = math.ceil(depth_coef * repeats)  # scaled by the depth, rounded up
             if index == last_strided:
                 stride = last_stride
             self.stage_starts.append(len(blocks))
@@ -184,11 +180,8 @@ class EfficientNetLite(nn.Module):
             self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
         init_conv_bn(self)
 
-    def stem(self, x: Tensor) -> Tensor:
-        return self._act(self._bn0(self._conv_stem(x)))
-
     def forward(self, x: Tensor) -> Tensor:
-        x = self.stem(x)
+        x = self._act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
         return self._act(self._bn1(self._conv_head(x)))
@@ -202,14 +195,6 @@ class EfficientNetLite(nn.Module):
         return self._fc(self._dropout(torch.flatten(self._avg_pooling(self(x)), 1)))
 
 
-def efficientnet_lite0(**kwargs) -> EfficientNetLite:
-    return EfficientNetLite("efficientnet_lite0", **kwargs)
-
-
-def efficientnet_lite1(**kwargs) -> EfficientNetLite:
-    return EfficientNetLite("efficientnet_lite1", **kwargs)
-
-
-def efficientnet_lite2(**kwargs) -> EfficientNetLite:
-    return EfficientNetLite("efficientnet_lite2", **kwargs)
-
+efficientnet_lite0 = partial(EfficientNetLite, "efficientnet_lite0")
+efficientnet_lite1 = partial(EfficientNetLite, "efficientnet_lite1")
+efficientnet_lite2 = partial(EfficientNetLite, "efficientnet_lite2")

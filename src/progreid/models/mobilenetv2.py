@@ -84,7 +84,3 @@ class MobileNetV2(nn.Module):
             raise RuntimeError("this mobilenetv2 was built without a classifier "
                                "(num_classes=None)")
         return self.classifier(self(x).mean((2, 3)))
-
-
-def mobilenetv2(**kwargs) -> MobileNetV2:
-    return MobileNetV2(**kwargs)

@@ -157,10 +157,8 @@ def load_pretrained(backbone: nn.Module, spec: str) -> LoadedKeys:
     backbone.load_state_dict(weights, strict=False)
     log.info("loaded %d tensors into %s from %s", len(weights) - len(loaded.unexpected), arch,
              source)
-    if loaded.missing:
-        log.warning("%s: %d backbone keys missing from the file: %s", source,
-                    len(loaded.missing), ", ".join(loaded.missing))
-    if loaded.unexpected:
-        log.warning("%s: %d unexpected keys ignored: %s", source, len(loaded.unexpected),
-                    ", ".join(loaded.unexpected))
+    for keys, what in ((loaded.missing, "backbone keys missing from the file"),
+                       (loaded.unexpected, "unexpected keys ignored")):
+        if keys:
+            log.warning("%s: %d %s: %s", source, len(keys), what, ", ".join(keys))
     return loaded
