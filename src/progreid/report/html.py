@@ -16,7 +16,8 @@ import io
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,23 +62,18 @@ STATUS_CSS = "\n".join(f".ranked-list figure.{status} img {{ border-color: {colo
                        for status, colour in STATUS_COLOURS.items() if status)
 
 
-def png_data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def figure_png(figure: Any) -> bytes:
+def _data_uri(save: Callable[[io.BytesIO], object], mime: str) -> str:
+    """``save(buffer)`` writes an image into a buffer; return it as a base64 data URI."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    save(buffer)
+    return f"data:{mime};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def thumbnail_uri(path: Path) -> str:
     """A JPEG thumbnail of the image as a data URI."""
     with Image.open(path) as image:
         thumb = image.convert("RGB").resize(THUMB_SIZE, Image.Resampling.BILINEAR)
-    buffer = io.BytesIO()
-    thumb.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return _data_uri(partial(thumb.save, format="JPEG", quality=85), "image/jpeg")
 
 
 def cmc_figure(cmc: Sequence[float]) -> Any:
@@ -138,7 +134,8 @@ def metrics_section(results: dict[str, Any]) -> str:
 
 
 def figure_html(figure: Any, alt: str) -> str:
-    return f'<img class="figure" alt="{_esc(alt)}" src="{png_data_uri(figure_png(figure))}">'
+    src = _data_uri(partial(figure.savefig, format="png", dpi=110), "image/png")
+    return f'<img class="figure" alt="{_esc(alt)}" src="{src}">'
 
 
 def ranked_lists_html(lists: Sequence[QueryResult]) -> str:
