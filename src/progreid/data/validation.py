@@ -50,9 +50,6 @@ class BadImage:
     path: Path
     reason: str
 
-    def describe(self) -> str:
-        return f"[{self.split}] {self.reason}"
-
 
 @dataclass
 class ScanReport:
@@ -145,7 +142,7 @@ def _duplicate_conflict(split: str, sample: Sample, other_split: str,
 
 def bad_images_error(dataset: ReIDDataset, report: ScanReport) -> DatasetError:
     """One message listing the bad files and the two ways forward."""
-    lines = [b.describe() for b in report.bad[:SHOWN]]
+    lines = [f"[{b.split}] {b.reason}" for b in report.bad[:SHOWN]]
     if len(report.bad) > SHOWN:
         lines.append(f"... and {len(report.bad) - SHOWN} more")
     listing = "\n  ".join(lines)

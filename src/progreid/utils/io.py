@@ -67,10 +67,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a JSON-lines log, ignoring a trailing partial line left by a crash."""
     records = []
     with open(path) as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
+        for line in filter(None, map(str.strip, fh)):
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
