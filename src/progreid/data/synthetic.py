@@ -329,12 +329,10 @@ def render_person(canvas: Image.Image, person: Person, view: str, cx: float, top
         draw.ellipse([foot[0] - leg * 1.3 + facing * leg * 0.4 * side, foot[1] - 0.02 * ph,
                       foot[0] + leg * 1.3 + facing * leg * 0.4 * side, foot[1] + 0.035 * ph],
                      fill=person.shoes)
-    if person.bottom_kind == "skirt":
-        draw.polygon([(cx - hw, y_waist), (cx + hw, y_waist), (cx + hw * 1.45, y_knee),
-                      (cx - hw * 1.45, y_knee)], fill=person.bottom)
-    else:
-        draw.polygon([(cx - hw, y_waist), (cx + hw, y_waist), (cx + hw, y_crotch + 0.03 * ph),
-                      (cx - hw, y_crotch + 0.03 * ph)], fill=person.bottom)
+    skirt = person.bottom_kind == "skirt"  # flares to the knees; else covers the hips
+    hem_x, hem_y = (hw * 1.45, y_knee) if skirt else (hw, y_crotch + 0.03 * ph)
+    draw.polygon([(cx - hw, y_waist), (cx + hw, y_waist), (cx + hem_x, hem_y),
+                  (cx - hem_x, hem_y)], fill=person.bottom)
 
     # Torso with its pattern, pasted through the torso polygon.
     x0, x1 = int(cx - sw - 1), int(math.ceil(cx + sw + 1))
@@ -415,10 +413,8 @@ def _background(rng: np.random.Generator, camera: Camera, height: int,
         colour = _muted(rng, 0.5)
         x, y = rng.uniform(-0.2, 1.0) * width, rng.uniform(-0.1, 0.9) * height
         w, h = rng.uniform(0.1, 0.5) * width, rng.uniform(0.05, 0.3) * height
-        if rng.random() < 0.5:
-            draw.rectangle([x, y, x + w, y + h], fill=colour)
-        else:
-            draw.ellipse([x, y, x + w, y + h], fill=colour)
+        shape = draw.rectangle if rng.random() < 0.5 else draw.ellipse
+        shape([x, y, x + w, y + h], fill=colour)
     return canvas, wall
 
 
@@ -469,21 +465,14 @@ def render_image(rng: np.random.Generator, person: Person | None, camera: Camera
     if person is not None:
         fit = min(0.98, camera.scale * person.height * math.exp(rng.normal(0.0, 0.05)))
         ph = fit * height * zoom
-        if zoom == 1.0:
-            top = rng.uniform(0.15, 0.85) * (height - ph)
-        else:
-            top = rng.uniform(-0.6, 0.1) * ph
+        top = (rng.uniform(0.15, 0.85) * (height - ph) if zoom == 1.0
+               else rng.uniform(-0.6, 0.1) * ph)  # a zoomed figure overflows the box
         cx = width * (0.5 + rng.normal(0.0, 0.04 * zoom))
         view = VIEWS[int(rng.choice(4, p=camera.views))]
         render_person(canvas, person, view, cx, top, ph, rng.uniform(0, 2 * np.pi))
     if rng.random() < 0.25:
         _occlude(rng, canvas, height, width)
     return _camera_pipeline(rng, canvas, camera, wall)
-
-
-def _file_name(pid: int, camera: int, frame: int) -> str:
-    """Market-1501 name ``PPPP_cCsS_FFFFFF_NN.jpg`` with a 1-based camera number."""
-    return f"{pid:04d}_c{camera + 1}s1_{frame:06d}_01.jpg"
 
 
 def _write_images(root: Path, spec: SyntheticSpec) -> dict[str, int]:
@@ -499,7 +488,7 @@ def _write_images(root: Path, spec: SyntheticSpec) -> dict[str, int]:
 
     def emit(folders: list[str], pid: int, cam: int, data: bytes) -> None:
         frames[cam] += 1
-        name = _file_name(pid, cam, frames[cam])
+        name = f"{pid:04d}_c{cam + 1}s1_{frames[cam]:06d}_01.jpg"  # Market-1501, camera from 1
         for key in folders:
             (root / FOLDERS[key] / name).write_bytes(data)
             written[key] += 1

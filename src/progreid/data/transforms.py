@@ -51,15 +51,11 @@ def _check_enlarge(enlarge: float) -> None:
         raise ValueError(f"enlarge must be >= 1, got {enlarge}")
 
 
-def enlarged_size(height: int, width: int, enlarge: float) -> tuple[int, int]:
-    """Size of the image enlarged by ``enlarge`` (PLA Sec. 4.2: 256 x 128 -> 288 x 144)."""
-    _check_enlarge(enlarge)
-    return round(height * enlarge), round(width * enlarge)
-
-
 def enlarge_batch(batch: torch.Tensor, enlarge: float) -> torch.Tensor:
-    """Float batch (values 0-255) resized bilinearly by ``enlarge``."""
-    size = enlarged_size(batch.shape[2], batch.shape[3], enlarge)
+    """Float batch (values 0-255) resized bilinearly by ``enlarge`` (PLA Sec. 4.2: 256 x 128 ->
+    288 x 144)."""
+    _check_enlarge(enlarge)
+    size = (round(batch.shape[2] * enlarge), round(batch.shape[3] * enlarge))
     images = batch.float()
     if size == tuple(batch.shape[2:]):
         return images

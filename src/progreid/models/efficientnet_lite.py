@@ -109,15 +109,7 @@ class MBConvBlock(nn.Module):
         self._project_conv = Conv2dSame(mid, out_channels, 1)
         self._bn2 = _bn(out_channels)
         self._act = nn.ReLU6(inplace=True)
-        self.in_channels, self.out_channels = in_channels, out_channels
-
-    @property
-    def stride(self) -> int:
-        return self._depthwise_conv.stride[0]
-
-    def set_stride(self, stride: int) -> None:
-        """Change the block's spatial stride in place (its depthwise convolution)."""
-        self._depthwise_conv.stride = (stride, stride)
+        self.use_residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:
         out = x
@@ -125,9 +117,7 @@ class MBConvBlock(nn.Module):
             out = self._act(self._bn0(self._expand_conv(out)))
         out = self._act(self._bn1(self._depthwise_conv(out)))
         out = self._bn2(self._project_conv(out))
-        if self.stride == 1 and self.in_channels == self.out_channels:
-            out = out + x
-        return out
+        return out + x if self.use_residual else out
 
 
 class EfficientNetLite(nn.Module):

@@ -101,11 +101,9 @@ def sample_ranked_lists(run_dir: Path, queries: int = 6, top: int = 10,
     cfg = bundle.config
     dataset = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
     chosen = spread(dataset.query, queries)
-    metric = cfg.eval.metric
-    query_features = prepare(embed_samples(bundle, chosen, device, cfg.eval.batch_size), metric)
-    gallery_features = prepare(embed_samples(bundle, dataset.gallery, device,
-                                             cfg.eval.batch_size), metric)
-    distances, indices = exact_top_k(query_features, gallery_features, top)
+    query, gallery = (prepare(embed_samples(bundle, samples, device, cfg.eval.batch_size),
+                              cfg.eval.metric) for samples in (chosen, dataset.gallery))
+    distances, indices = exact_top_k(query, gallery, top)
     return ranked_results(chosen, dataset.gallery, distances, indices)
 
 
@@ -193,8 +191,7 @@ def render_report(run_dir: str | Path, queries: int = 6, top: int = 10,
     except MissingDependencyError as exc:
         parts.append(section("figures", "Figures", f'<p class="note">{_esc(exc)}</p>'))
     try:
-        lists = sample_ranked_lists(run_dir, queries, top, device)
-        body = ranked_lists_html(lists)
+        body = ranked_lists_html(sample_ranked_lists(run_dir, queries, top, device))
     except (OSError, DatasetError, CheckpointError) as exc:  # dataset or model not here
         log.warning("ranked lists skipped: %s", exc)
         body = f'<p class="note">Ranked lists unavailable: {_esc(exc)}</p>'

@@ -75,8 +75,7 @@ def accuracy_figure(records: list[Record]) -> Figure | None:
     """Training accuracy (percent) per epoch and the rank-1 / mAP of every evaluation."""
     epochs = events(records, "epoch")
     evals = events(records, "eval")
-    train_acc = [(r["epoch"], 100.0 * r["acc"]) for r in epochs if "acc" in r]
-    series = {"training accuracy": train_acc}
+    series = {"training accuracy": [(r["epoch"], 100.0 * r["acc"]) for r in epochs if "acc" in r]}
     for key, label in (("rank1", "eval rank-1"), ("mAP", "eval mAP")):
         series[label] = [(r["epoch"], r[key]) for r in evals if key in r]
     series = {label: points for label, points in series.items() if points}
