@@ -254,8 +254,7 @@ def make_camera(index: int, seed: int, height: int, width: int) -> Camera:
         shade=shade.astype(np.float32), gamma=float(rng.uniform(0.85, 1.2)),
         saturation=float(rng.uniform(0.7, 1.15)), blur=float(rng.uniform(0.0, 0.8)),
         noise=float(rng.uniform(2.0, 5.0)), scale=float(rng.uniform(0.82, 0.95)),
-        views=rng.dirichlet(np.full(4, 0.8)),
-        floor=_muted(rng, 0.4),
+        views=rng.dirichlet(np.full(4, 0.8)), floor=_muted(rng, 0.4),
         horizon=float(rng.uniform(0.5, 0.8)), perspective=_perspective_coeffs(src, dst),
     )
 

@@ -61,9 +61,9 @@ def round_filters(channels: int, multiplier: float, divisor: int = 8) -> int:
     return int(new)
 
 
-def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TF "SAME" padding of one spatial axis: ``(before, after)``, the odd pixel after."""
-    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 
 
@@ -77,15 +77,12 @@ class Conv2dSame(nn.Conv2d):
                          groups=groups, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        top, bottom = same_padding(int(x.shape[-2]), self.kernel_size[0], self.stride[0],
-                                   self.dilation[0])
-        left, right = same_padding(int(x.shape[-1]), self.kernel_size[1], self.stride[1],
-                                   self.dilation[1])
+        top, bottom = same_padding(int(x.shape[-2]), self.kernel_size[0], self.stride[0])
+        left, right = same_padding(int(x.shape[-1]), self.kernel_size[1], self.stride[1])
         if top == bottom and left == right:  # symmetric: let the convolution pad (no copy)
             return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation,
                             self.groups)
-        x = F.pad(x, (left, right, top, bottom))
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return super().forward(F.pad(x, (left, right, top, bottom)))  # padding=0
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -109,6 +106,7 @@ class MBConvBlock(nn.Module):
         self._project_conv = Conv2dSame(mid, out_channels, 1)
         self._bn2 = _bn(out_channels)
         self._act = nn.ReLU6(inplace=True)
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.use_residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:

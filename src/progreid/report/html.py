@@ -84,7 +84,6 @@ def cmc_figure(cmc: Sequence[float]) -> Any:
     ax.plot(ranks, cmc, marker="." if len(cmc) <= 50 else None)
     ax.set(xlabel="rank k", ylabel="matching rate (%)", title="CMC", xlim=(1, len(cmc)),
            ylim=(max(0.0, min(cmc) - 2.0), 100.5))
-    ax.grid(alpha=0.3)
     return figure
 
 
