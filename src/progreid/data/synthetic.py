@@ -563,10 +563,9 @@ def write_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        counts = _write_images(tmp, spec)
-        atomic_write_json(tmp / MANIFEST_NAME, {"format": MANIFEST_FORMAT,
-                                                "version": GENERATOR_VERSION,
-                                                "spec": asdict(spec), "counts": counts})
+        manifest = {"format": MANIFEST_FORMAT, "version": GENERATOR_VERSION, "spec": asdict(spec),
+                    "counts": _write_images(tmp, spec)}
+        atomic_write_json(tmp / MANIFEST_NAME, manifest)
         _install(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -149,8 +149,7 @@ def load_pretrained(backbone: nn.Module, spec: str) -> LoadedKeys:
             f"{backbone.width}: " + "; ".join(mismatched[:5])
             + (" ..." if len(mismatched) > 5 else ""))
     loaded = LoadedKeys(sorted(set(own) - set(weights)), sorted(set(weights) - set(own)))
-    strict = arch in IMAGENET_SOURCES
-    if strict and (loaded.missing or loaded.unexpected):
+    if arch in IMAGENET_SOURCES and (loaded.missing or loaded.unexpected):  # strict loading
         raise PretrainedWeightsError(
             f"{source}: does not fit the {arch}: missing keys {loaded.missing[:8]}, unexpected "
             f"keys {loaded.unexpected[:8]} (a {arch} state dict is expected)")

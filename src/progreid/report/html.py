@@ -80,8 +80,7 @@ def cmc_figure(cmc: Sequence[float]) -> Any:
     """CMC curve: the percentage of queries with a match within the top k, k = 1..len(cmc)."""
     figure = new_figure(1, 1, 6.0, 3.6)
     ax = figure.axes[0]
-    ranks = range(1, len(cmc) + 1)
-    ax.plot(ranks, cmc, marker="." if len(cmc) <= 50 else None)
+    ax.plot(range(1, len(cmc) + 1), cmc, marker="." if len(cmc) <= 50 else None)
     ax.set(xlabel="rank k", ylabel="matching rate (%)", title="CMC", xlim=(1, len(cmc)),
            ylim=(max(0.0, min(cmc) - 2.0), 100.5))
     return figure
@@ -158,16 +157,6 @@ def ranked_lists_html(lists: Sequence[QueryResult]) -> str:
     return legend + "\n".join(rows)
 
 
-def _figures_body(records: list[dict[str, Any]], names: Sequence[str]) -> list[str]:
-    parts = []
-    for name in names:
-        figure = FIGURES[name](records)
-        if figure is not None:
-            parts.append(section(name.replace("_", "-"), FIGURE_TITLES[name],
-                                 figure_html(figure, FIGURE_TITLES[name])))
-    return parts
-
-
 def render_report(run_dir: str | Path, queries: int = 6, top: int = 10,
                   device: torch.device | str = "cpu") -> str:
     """The report page of ``run_dir`` as an HTML string."""
@@ -186,7 +175,10 @@ def render_report(run_dir: str | Path, queries: int = 6, top: int = 10,
         cmc = results.get("cmc")
         parts.append(section("cmc", "CMC curve", figure_html(cmc_figure(cmc), "CMC curve")
                              if cmc else '<p class="note">results.json has no CMC curve.</p>'))
-        parts += _figures_body(records, ("losses", "accuracy", "pla_trace", "trc_histograms"))
+        for name, title in FIGURE_TITLES.items():
+            figure = FIGURES[name](records)
+            if figure is not None:
+                parts.append(section(name.replace("_", "-"), title, figure_html(figure, title)))
     except MissingDependencyError as exc:
         parts.append(section("figures", "Figures", f'<p class="note">{_esc(exc)}</p>'))
     try:

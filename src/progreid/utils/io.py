@@ -60,7 +60,6 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     line = json.dumps(record, sort_keys=True) + "\n"
     with open(path, "a") as fh:
         fh.write(line)
-        fh.flush()
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
