@@ -98,17 +98,6 @@ def decoded_images(samples: Sequence[Sample], height: int, width: int, workers: 
     return array
 
 
-def cached_images_on(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """The cache as a tensor: on CUDA in GPU memory when it fits in :data:`DEVICE_SHARE` of the
-    free memory, else (and on CPU) a zero-copy view of the memory map."""
-    images = torch.from_numpy(array)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        if images.numel() <= DEVICE_SHARE * free:
-            return images.to(device)
-    return images
-
-
 class CachedTrainLoader:
     """The batches of ``sampler`` read from cached images, in the same form and order as
     :func:`progreid.data.loading.build_train_loader`: ``(uint8 B x 3 x H x W, pids, camids,
@@ -137,9 +126,13 @@ class CachedTrainLoader:
 
 
 def build_cached_train_loader(samples: Sequence[Sample], height: int, width: int,
-                              sampler: PKSampler, workers: int, device: torch.device,
-                              cache_dir: str | Path | None = None) -> CachedTrainLoader:
-    """:func:`progreid.data.loading.build_train_loader` over the decoded-image cache."""
-    images = cached_images_on(decoded_images(samples, height, width, workers, cache_dir),
-                              device)
+                              sampler: PKSampler, workers: int,
+                              device: torch.device) -> CachedTrainLoader:
+    """:func:`progreid.data.loading.build_train_loader` over the decoded-image cache: on CUDA
+    in GPU memory when it fits in :data:`DEVICE_SHARE` of the free memory, else (and on CPU) a
+    zero-copy view of the memory map."""
+    images = torch.from_numpy(decoded_images(samples, height, width, workers))
+    if device.type == "cuda" and \
+            images.numel() <= DEVICE_SHARE * torch.cuda.mem_get_info(device)[0]:
+        images = images.to(device)
     return CachedTrainLoader(images, samples, sampler, pin_memory=device.type == "cuda")

@@ -43,12 +43,6 @@ def _require(module: str) -> ModuleType:
                           "pip install 'progreid[cuhk03]'") from exc
 
 
-def _check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise DatasetError(f"CUHK03 variant {variant!r} is unknown; expected one of "
-                           f"{', '.join(VARIANTS)}")
-
-
 def split_file(split_dir: Path, variant: str) -> Path:
     """Path of the protocol file of ``variant`` in ``split_dir``."""
     return split_dir / f"cuhk03_new_protocol_config_{variant}.mat"
@@ -72,7 +66,9 @@ def load_split(path: Path) -> dict[str, Any]:
 def read_cuhk03(root: str | Path, variant: str = "detected",
                 split_dir: str | Path | None = None) -> ReIDDataset:
     """Read CUHK03 ``variant`` with the 767/700 protocol; indices in the file are 1-based."""
-    _check_variant(variant)
+    if variant not in VARIANTS:
+        raise DatasetError(f"CUHK03 variant {variant!r} is unknown; expected one of "
+                           f"{', '.join(VARIANTS)}")
     root = require_dir(Path(root), "CUHK03 dataset folder")
     path = split_file(Path(split_dir) if split_dir is not None else root, variant)
     mat = load_split(path)

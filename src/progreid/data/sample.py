@@ -50,11 +50,8 @@ class ReIDDataset:
         splits = [("train", self.train), ("query", self.query), ("gallery", self.gallery)]
         if self.multi_query:
             splits.append(("multi-query", self.multi_query))
-        rows = []
-        for split, samples in splits:
-            rows.append((split, len({s.pid for s in samples}), len(samples),
-                         len({s.camid for s in samples})))
-        return rows
+        return [(split, len({s.pid for s in samples}), len(samples),
+                 len({s.camid for s in samples})) for split, samples in splits]
 
 
 def relabel(samples: Iterable[Sample]) -> list[Sample]:

@@ -13,6 +13,7 @@ union is exactly what one process with ``p * world_size`` draws.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -86,9 +87,7 @@ class PKSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        chunks = self._identity_chunks(rng)
-        for _ in range(self.num_batches):
-            chunk = next(chunks)
+        for chunk in islice(self._identity_chunks(rng), self.num_batches):
             draws = [rng.choice(self.groups[g], self.k, replace=len(self.groups[g]) < self.k)
                      for g in chunk]
             mine = draws[self.rank * self.p:(self.rank + 1) * self.p]

@@ -254,8 +254,7 @@ def make_camera(index: int, seed: int, height: int, width: int) -> Camera:
         shade=shade.astype(np.float32), gamma=float(rng.uniform(0.85, 1.2)),
         saturation=float(rng.uniform(0.7, 1.15)), blur=float(rng.uniform(0.0, 0.8)),
         noise=float(rng.uniform(2.0, 5.0)), scale=float(rng.uniform(0.82, 0.95)),
-        views=rng.dirichlet(np.full(4, 0.8)),
-        floor=_muted(rng, 0.4),
+        views=rng.dirichlet(np.full(4, 0.8)), floor=_muted(rng, 0.4),
         horizon=float(rng.uniform(0.5, 0.8)), perspective=_perspective_coeffs(src, dst),
     )
 
@@ -329,12 +328,10 @@ def render_person(canvas: Image.Image, person: Person, view: str, cx: float, top
         draw.ellipse([foot[0] - leg * 1.3 + facing * leg * 0.4 * side, foot[1] - 0.02 * ph,
                       foot[0] + leg * 1.3 + facing * leg * 0.4 * side, foot[1] + 0.035 * ph],
                      fill=person.shoes)
-    if person.bottom_kind == "skirt":
-        draw.polygon([(cx - hw, y_waist), (cx + hw, y_waist), (cx + hw * 1.45, y_knee),
-                      (cx - hw * 1.45, y_knee)], fill=person.bottom)
-    else:
-        draw.polygon([(cx - hw, y_waist), (cx + hw, y_waist), (cx + hw, y_crotch + 0.03 * ph),
-                      (cx - hw, y_crotch + 0.03 * ph)], fill=person.bottom)
+    skirt = person.bottom_kind == "skirt"  # flares to the knees; else covers the hips
+    hem_x, hem_y = (hw * 1.45, y_knee) if skirt else (hw, y_crotch + 0.03 * ph)
+    draw.polygon([(cx - hw, y_waist), (cx + hw, y_waist), (cx + hem_x, hem_y),
+                  (cx - hem_x, hem_y)], fill=person.bottom)
 
     # Torso with its pattern, pasted through the torso polygon.
     x0, x1 = int(cx - sw - 1), int(math.ceil(cx + sw + 1))
@@ -415,10 +412,8 @@ def _background(rng: np.random.Generator, camera: Camera, height: int,
         colour = _muted(rng, 0.5)
         x, y = rng.uniform(-0.2, 1.0) * width, rng.uniform(-0.1, 0.9) * height
         w, h = rng.uniform(0.1, 0.5) * width, rng.uniform(0.05, 0.3) * height
-        if rng.random() < 0.5:
-            draw.rectangle([x, y, x + w, y + h], fill=colour)
-        else:
-            draw.ellipse([x, y, x + w, y + h], fill=colour)
+        shape = draw.rectangle if rng.random() < 0.5 else draw.ellipse
+        shape([x, y, x + w, y + h], fill=colour)
     return canvas, wall
 
 
@@ -469,21 +464,14 @@ def render_image(rng: np.random.Generator, person: Person | None, camera: Camera
     if person is not None:
         fit = min(0.98, camera.scale * person.height * math.exp(rng.normal(0.0, 0.05)))
         ph = fit * height * zoom
-        if zoom == 1.0:
-            top = rng.uniform(0.15, 0.85) * (height - ph)
-        else:
-            top = rng.uniform(-0.6, 0.1) * ph
+        top = (rng.uniform(0.15, 0.85) * (height - ph) if zoom == 1.0
+               else rng.uniform(-0.6, 0.1) * ph)  # a zoomed figure overflows the box
         cx = width * (0.5 + rng.normal(0.0, 0.04 * zoom))
         view = VIEWS[int(rng.choice(4, p=camera.views))]
         render_person(canvas, person, view, cx, top, ph, rng.uniform(0, 2 * np.pi))
     if rng.random() < 0.25:
         _occlude(rng, canvas, height, width)
     return _camera_pipeline(rng, canvas, camera, wall)
-
-
-def _file_name(pid: int, camera: int, frame: int) -> str:
-    """Market-1501 name ``PPPP_cCsS_FFFFFF_NN.jpg`` with a 1-based camera number."""
-    return f"{pid:04d}_c{camera + 1}s1_{frame:06d}_01.jpg"
 
 
 def _write_images(root: Path, spec: SyntheticSpec) -> dict[str, int]:
@@ -499,7 +487,7 @@ def _write_images(root: Path, spec: SyntheticSpec) -> dict[str, int]:
 
     def emit(folders: list[str], pid: int, cam: int, data: bytes) -> None:
         frames[cam] += 1
-        name = _file_name(pid, cam, frames[cam])
+        name = f"{pid:04d}_c{cam + 1}s1_{frames[cam]:06d}_01.jpg"  # Market-1501, camera from 1
         for key in folders:
             (root / FOLDERS[key] / name).write_bytes(data)
             written[key] += 1
@@ -544,9 +532,8 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT:
-        return manifest
-    return None
+    valid = isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
+    return manifest if valid else None
 
 
 def is_current(out_dir: str | os.PathLike, spec: SyntheticSpec) -> bool:
@@ -556,11 +543,8 @@ def is_current(out_dir: str | os.PathLike, spec: SyntheticSpec) -> bool:
             manifest.get("spec") != asdict(spec):
         return False
     counts = spec.counts()
-    for key, folder in FOLDERS.items():
-        path = Path(out_dir) / folder
-        if not path.is_dir() or sum(1 for _ in path.glob("*.jpg")) != counts[key]:
-            return False
-    return True
+    return all(sum(1 for _ in (Path(out_dir) / folder).glob("*.jpg")) == counts[key]
+               for key, folder in FOLDERS.items())
 
 
 def write_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec) -> Path:
@@ -579,10 +563,9 @@ def write_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        counts = _write_images(tmp, spec)
-        atomic_write_json(tmp / MANIFEST_NAME, {"format": MANIFEST_FORMAT,
-                                                "version": GENERATOR_VERSION,
-                                                "spec": asdict(spec), "counts": counts})
+        manifest = {"format": MANIFEST_FORMAT, "version": GENERATOR_VERSION, "spec": asdict(spec),
+                    "counts": _write_images(tmp, spec)}
+        atomic_write_json(tmp / MANIFEST_NAME, manifest)
         _install(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -607,25 +590,10 @@ def _install(tmp: Path, out: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-def generate_pedestrians(
-    out_dir: str | os.PathLike, *,
-    identities: int = SyntheticSpec.identities,
-    train_identities: int = SyntheticSpec.train_identities,
-    cameras: int = SyntheticSpec.cameras,
-    images_per_camera: int = SyntheticSpec.images_per_camera,
-    query_cameras: int = SyntheticSpec.query_cameras,
-    multi_query_images: int = SyntheticSpec.multi_query_images,
-    distractors: int = SyntheticSpec.distractors,
-    height: int = SyntheticSpec.height,
-    width: int = SyntheticSpec.width,
-    seed: int = SyntheticSpec.seed,
-) -> Path:
+def generate_pedestrians(out_dir: str | os.PathLike, **spec: int) -> Path:
     """Write (or reuse) a synthetic-pedestrian dataset in the Market-1501 layout at ``out_dir``.
 
-    With no arguments it makes the default demo set (see :class:`SyntheticSpec`).
+    ``spec`` holds keyword arguments of :class:`SyntheticSpec` (``identities=``, ``seed=`` ...);
+    with none it makes the default demo set.
     """
-    spec = SyntheticSpec(identities=identities, train_identities=train_identities,
-                         cameras=cameras, images_per_camera=images_per_camera,
-                         query_cameras=query_cameras, multi_query_images=multi_query_images,
-                         distractors=distractors, height=height, width=width, seed=seed)
-    return write_dataset(out_dir, spec)
+    return write_dataset(out_dir, SyntheticSpec(**spec))

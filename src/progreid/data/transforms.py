@@ -8,6 +8,8 @@ and PLA's 10-crop augmentation :func:`ten_crop`. Randomness comes only from the
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -49,15 +51,11 @@ def _check_enlarge(enlarge: float) -> None:
         raise ValueError(f"enlarge must be >= 1, got {enlarge}")
 
 
-def enlarged_size(height: int, width: int, enlarge: float) -> tuple[int, int]:
-    """Size of the image enlarged by ``enlarge`` (PLA Sec. 4.2: 256 x 128 -> 288 x 144)."""
-    _check_enlarge(enlarge)
-    return round(height * enlarge), round(width * enlarge)
-
-
 def enlarge_batch(batch: torch.Tensor, enlarge: float) -> torch.Tensor:
-    """Float batch (values 0-255) resized bilinearly by ``enlarge``."""
-    size = enlarged_size(batch.shape[2], batch.shape[3], enlarge)
+    """Float batch (values 0-255) resized bilinearly by ``enlarge`` (PLA Sec. 4.2: 256 x 128 ->
+    288 x 144)."""
+    _check_enlarge(enlarge)
+    size = (round(batch.shape[2] * enlarge), round(batch.shape[3] * enlarge))
     images = batch.float()
     if size == tuple(batch.shape[2:]):
         return images
@@ -107,19 +105,17 @@ def erase_mask(shape: tuple[int, int, int], p: float, area: tuple[float, float],
     used, placed uniformly; if none fits, the image is left alone.
     """
     b, height, width = shape
-    draw = (b, ERASE_ATTEMPTS)
-    target = (torch.rand(draw, generator=generator, device=device) * (area[1] - area[0])
-              + area[0]) * (height * width)
-    ratio = torch.rand(draw, generator=generator, device=device) * (aspect[1] - aspect[0]) \
-        + aspect[0]
+    rand = partial(torch.rand, generator=generator, device=device)
+    target = (rand(b, ERASE_ATTEMPTS) * (area[1] - area[0]) + area[0]) * (height * width)
+    ratio = rand(b, ERASE_ATTEMPTS) * (aspect[1] - aspect[0]) + aspect[0]
     h = torch.sqrt(target * ratio).round().long()
     w = torch.sqrt(target / ratio).round().long()
     fits = (h < height) & (w < width) & (h > 0) & (w > 0)
     first = fits.int().argmax(dim=1, keepdim=True)
     h, w = h.gather(1, first)[:, 0], w.gather(1, first)[:, 0]
-    apply = fits.any(dim=1) & (torch.rand(b, generator=generator, device=device) < p)
-    top = (torch.rand(b, generator=generator, device=device) * (height - h + 1)).long()
-    left = (torch.rand(b, generator=generator, device=device) * (width - w + 1)).long()
+    apply = fits.any(dim=1) & (rand(b) < p)
+    top = (rand(b) * (height - h + 1)).long()
+    left = (rand(b) * (width - w + 1)).long()
     rows = torch.arange(height, device=device)[None, :]
     cols = torch.arange(width, device=device)[None, :]
     in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])

@@ -50,9 +50,6 @@ class BadImage:
     path: Path
     reason: str
 
-    def describe(self) -> str:
-        return f"[{self.split}] {self.reason}"
-
 
 @dataclass
 class ScanReport:
@@ -73,23 +70,17 @@ class ScanReport:
                             for b in self.bad]}
 
 
-@dataclass(frozen=True)
-class _Checked:
-    reason: str | None
-    digest: str | None
-    mode: str | None
-
-
-def _check(sample: Sample, height: int, width: int) -> _Checked:
-    """Decode one image as training will; return its failure, or its content hash and mode."""
+def _check(sample: Sample, height: int, width: int) -> tuple[str | None, str | None, str | None]:
+    """Decode one image as training will: ``(failure, None, None)`` or ``(None, content hash,
+    colour mode)``."""
     try:
         decode_image(sample.path, height, width)
         data = sample.path.read_bytes()
     except (DatasetError, OSError) as exc:
-        return _Checked(str(exc), None, None)
+        return str(exc), None, None
     with Image.open(io.BytesIO(data)) as image:
         mode = image.mode
-    return _Checked(None, hashlib.blake2b(data, digest_size=16).hexdigest(), mode)
+    return None, hashlib.blake2b(data, digest_size=16).hexdigest(), mode
 
 
 def scan_dataset(dataset: ReIDDataset, height: int, width: int,
@@ -110,18 +101,18 @@ def scan_dataset(dataset: ReIDDataset, height: int, width: int,
     repeats: list[tuple[Path, Path]] = []
     first: dict[str, tuple[str, Sample]] = {}
     converted: Counter[str] = Counter()
-    for (split, index, sample), checked in zip(jobs, results, strict=True):
-        if checked.reason is not None:
-            bad.append(BadImage(split, index, sample.path, checked.reason))
+    for (split, index, sample), (reason, digest, mode) in zip(jobs, results, strict=True):
+        if reason is not None:
+            bad.append(BadImage(split, index, sample.path, reason))
             continue
-        if checked.mode != "RGB":
-            converted[str(checked.mode)] += 1
+        if mode != "RGB":
+            converted[str(mode)] += 1
         if split not in SPLITS:
             continue
-        if checked.digest not in first:
-            first[checked.digest] = (split, sample)
+        if digest not in first:
+            first[digest] = (split, sample)
             continue
-        other_split, other = first[checked.digest]
+        other_split, other = first[digest]
         conflict = _duplicate_conflict(split, sample, other_split, other)
         if conflict is None:
             repeats.append((sample.path, other.path))
@@ -145,7 +136,7 @@ def _duplicate_conflict(split: str, sample: Sample, other_split: str,
 
 def bad_images_error(dataset: ReIDDataset, report: ScanReport) -> DatasetError:
     """One message listing the bad files and the two ways forward."""
-    lines = [b.describe() for b in report.bad[:SHOWN]]
+    lines = [f"[{b.split}] {b.reason}" for b in report.bad[:SHOWN]]
     if len(report.bad) > SHOWN:
         lines.append(f"... and {len(report.bad) - SHOWN} more")
     listing = "\n  ".join(lines)

@@ -52,10 +52,8 @@ class GalleryDistance:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         self.metric = metric
         self.gallery = as_features(gallery, name)
-        if metric == "euclidean":
-            self._gallery_term = self.gallery.pow(2).sum(1)
-        else:
-            self._gallery_term = self.gallery.norm(dim=1).clamp_min(_EPS).reciprocal()
+        self._gallery_term = (self.gallery.pow(2).sum(1) if metric == "euclidean"
+                              else self.gallery.norm(dim=1).clamp_min(_EPS).reciprocal())
 
     @property
     def size(self) -> int:

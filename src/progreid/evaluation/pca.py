@@ -42,7 +42,6 @@ def fit_pca(features: torch.Tensor, dim: int) -> Projection:
     mean = data.mean(dim=0)
     _, _, vh = torch.linalg.svd(data - mean, full_matrices=False)
     components = vh[:dim]
-    pivots = components.abs().argmax(dim=1)
-    signs = torch.sign(components.gather(1, pivots[:, None]))
-    components = components * signs
+    pivots = components.abs().argmax(dim=1, keepdim=True)
+    components = components * torch.sign(components.gather(1, pivots))
     return Projection(mean.to(features.dtype), components.to(features.dtype))

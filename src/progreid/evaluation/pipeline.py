@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -44,9 +45,7 @@ def evaluate_model(embedder: Embedder, dataset: ReIDDataset, cfg: EvalConfig,
                    device: torch.device | str = "cpu", workers: int = 0) -> dict[str, Any]:
     """Embed query and gallery images with ``embedder``, rank them as ``cfg`` says and return
     the summary metrics in percent."""
-    def embed(samples):
-        return embedder.extract(samples, device, cfg.batch_size, workers)
-
+    embed = partial(embedder.extract, device=device, batch_size=cfg.batch_size, workers=workers)
     if cfg.multi_query is not None and not dataset.multi_query:
         raise DatasetError(f"eval.multi_query = {cfg.multi_query!r}, but dataset "
                            f"{dataset.name!r} has no multi-query (gt_bbox) images")

@@ -294,17 +294,13 @@ def _jaccard_mix(v: _Sparse, out: torch.Tensor, lambda_value: float) -> None:
         block[flat] = mixed
 
 
-def _check_params(k1: int, k2: int, lambda_value: float) -> None:
+def _re_rank(source, k1: int, k2: int, lambda_value: float, chunk: int | None) -> torch.Tensor:
+    """The algorithm of the module docstring on a row source; returns Q x G float32."""
     for name, value in (("k1", k1), ("k2", k2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not 0.0 <= float(lambda_value) <= 1.0:
         raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value!r}")
-
-
-def _re_rank(source, k1: int, k2: int, lambda_value: float, chunk: int | None) -> torch.Tensor:
-    """The algorithm of the module docstring on a row source; returns Q x G float32."""
-    _check_params(k1, k2, lambda_value)
     num_all, num_query = source.num_all, source.num_query
     if num_query == 0 or num_query == num_all:
         raise ValueError(f"re-ranking needs queries and gallery images, got {num_query} "

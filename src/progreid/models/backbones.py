@@ -17,12 +17,12 @@ from progreid.models.efficientnet_lite import (
     efficientnet_lite2,
 )
 from progreid.models.init import check_backbone_args
-from progreid.models.mobilenetv2 import mobilenetv2
+from progreid.models.mobilenetv2 import MobileNetV2
 from progreid.models.resnet import resnet18, resnet34, resnet50
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
-    "mobilenetv2": mobilenetv2,
+    "mobilenetv2": MobileNetV2,
     "efficientnet_lite0": efficientnet_lite0, "efficientnet_lite1": efficientnet_lite1,
     "efficientnet_lite2": efficientnet_lite2,
 }

@@ -16,6 +16,7 @@ feature map) and a channel ``width`` multiplier of the block channels (random in
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -60,14 +61,9 @@ def round_filters(channels: int, multiplier: float, divisor: int = 8) -> int:
     return int(new)
 
 
-def round_repeats(repeats: int, depth: float) -> int:
-    """Scale a stage's block count by the depth coefficient, rounding up."""
-    return int(math.ceil(depth * repeats))
-
-
-def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TF "SAME" padding of one spatial axis: ``(before, after)``, the odd pixel after."""
-    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 
 
@@ -81,15 +77,12 @@ class Conv2dSame(nn.Conv2d):
                          groups=groups, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        top, bottom = same_padding(int(x.shape[-2]), self.kernel_size[0], self.stride[0],
-                                   self.dilation[0])
-        left, right = same_padding(int(x.shape[-1]), self.kernel_size[1], self.stride[1],
-                                   self.dilation[1])
+        top, bottom = same_padding(int(x.shape[-2]), self.kernel_size[0], self.stride[0])
+        left, right = same_padding(int(x.shape[-1]), self.kernel_size[1], self.stride[1])
         if top == bottom and left == right:  # symmetric: let the convolution pad (no copy)
             return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation,
                             self.groups)
-        x = F.pad(x, (left, right, top, bottom))
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return super().forward(F.pad(x, (left, right, top, bottom)))  # padding=0
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -114,14 +107,7 @@ class MBConvBlock(nn.Module):
         self._bn2 = _bn(out_channels)
         self._act = nn.ReLU6(inplace=True)
         self.in_channels, self.out_channels = in_channels, out_channels
-
-    @property
-    def stride(self) -> int:
-        return self._depthwise_conv.stride[0]
-
-    def set_stride(self, stride: int) -> None:
-        """Change the block's spatial stride in place (its depthwise convolution)."""
-        self._depthwise_conv.stride = (stride, stride)
+        self.use_residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:
         out = x
@@ -129,9 +115,7 @@ class MBConvBlock(nn.Module):
             out = self._act(self._bn0(self._expand_conv(out)))
         out = self._act(self._bn1(self._depthwise_conv(out)))
         out = self._bn2(self._project_conv(out))
-        if self.stride == 1 and self.in_channels == self.out_channels:
-            out = out + x
-        return out
+        return out + x if self.use_residual else out
 
 
 class EfficientNetLite(nn.Module):
@@ -167,7 +151,7 @@ class EfficientNetLite(nn.Module):
         for index, (expand, kernel, stride, repeats, _, out) in enumerate(B0_STAGES):
             out = round_filters(out, multiplier)
             if 0 < index < len(B0_STAGES) - 1:  # lite: first and last stage repeats are fixed
-                repeats = round_repeats(repeats, depth_coef)
+                repeats = math.ceil(depth_coef * repeats)  # scaled by the depth, rounded up
             if index == last_strided:
                 stride = last_stride
             self.stage_starts.append(len(blocks))
@@ -184,11 +168,8 @@ class EfficientNetLite(nn.Module):
             self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
         init_conv_bn(self)
 
-    def stem(self, x: Tensor) -> Tensor:
-        return self._act(self._bn0(self._conv_stem(x)))
-
     def forward(self, x: Tensor) -> Tensor:
-        x = self.stem(x)
+        x = self._act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
         return self._act(self._bn1(self._conv_head(x)))
@@ -197,19 +178,10 @@ class EfficientNetLite(nn.Module):
         """ImageNet logits through average pooling + ``_fc`` (only when built with
         ``num_classes``)."""
         if not hasattr(self, "_fc"):
-            raise RuntimeError(f"this {self.arch} was built without an _fc head "
-                               "(num_classes=None)")
+            raise RuntimeError(f"this {self.arch} was built without an _fc head (num_classes=None)")
         return self._fc(self._dropout(torch.flatten(self._avg_pooling(self(x)), 1)))
 
 
-def efficientnet_lite0(**kwargs) -> EfficientNetLite:
-    return EfficientNetLite("efficientnet_lite0", **kwargs)
-
-
-def efficientnet_lite1(**kwargs) -> EfficientNetLite:
-    return EfficientNetLite("efficientnet_lite1", **kwargs)
-
-
-def efficientnet_lite2(**kwargs) -> EfficientNetLite:
-    return EfficientNetLite("efficientnet_lite2", **kwargs)
-
+efficientnet_lite0 = partial(EfficientNetLite, "efficientnet_lite0")
+efficientnet_lite1 = partial(EfficientNetLite, "efficientnet_lite1")
+efficientnet_lite2 = partial(EfficientNetLite, "efficientnet_lite2")

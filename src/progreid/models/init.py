@@ -7,8 +7,8 @@ from torch import nn
 
 def check_backbone_args(width: float, last_stride: int) -> None:
     """A channel multiplier above 0 and a last stride of 1 or 2."""
-    if not width > 0:
-        raise ValueError(f"width must be > 0, got {width!r}")
+    if isinstance(width, bool) or not isinstance(width, int | float) or not width > 0:
+        raise ValueError(f"width must be a number > 0, got {width!r}")
     if last_stride not in (1, 2):
         raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
 

@@ -81,10 +81,5 @@ class MobileNetV2(nn.Module):
     def classify(self, x: Tensor) -> Tensor:
         """ImageNet logits (only when built with ``num_classes``)."""
         if not hasattr(self, "classifier"):
-            raise RuntimeError("this mobilenetv2 was built without a classifier "
-                               "(num_classes=None)")
+            raise RuntimeError("this mobilenetv2 was built without a classifier (num_classes=None)")
         return self.classifier(self(x).mean((2, 3)))
-
-
-def mobilenetv2(**kwargs) -> MobileNetV2:
-    return MobileNetV2(**kwargs)

@@ -37,18 +37,11 @@ class PLANet(nn.Module):
 
     def forward(self, x: Tensor) -> ModelOutput | Tensor:
         pooled = pool_stripes(self.backbone(x), self.pooling)
-        parts: list[Tensor] = []
+        ce: list[Tensor] = []
         logits: list[Tensor] = []
-        metric: list[Tensor] = []
         if self.ce_head is not None and self.ce_classifier is not None:
-            ce = self.ce_classifier.neck(self.ce_head(pooled).flatten(1))
-            parts.append(ce)
-            if self.training:
-                logits.append(self.ce_classifier.classifier(ce))
-        if self.triplet_head is not None:
-            metric.append(self.triplet_head(pooled).flatten(1))
-            parts.extend(metric)
-        embedding = torch.cat(parts, dim=1)
-        if not self.training:
-            return embedding
-        return ModelOutput(logits, metric, embedding)
+            ce.append(self.ce_classifier.neck(self.ce_head(pooled).flatten(1)))
+            logits = [self.ce_classifier.classifier(ce[0])] if self.training else []
+        metric = [] if self.triplet_head is None else [self.triplet_head(pooled).flatten(1)]
+        embedding = torch.cat(ce + metric, dim=1)
+        return ModelOutput(logits, metric, embedding) if self.training else embedding

@@ -149,18 +149,15 @@ def load_pretrained(backbone: nn.Module, spec: str) -> LoadedKeys:
             f"{backbone.width}: " + "; ".join(mismatched[:5])
             + (" ..." if len(mismatched) > 5 else ""))
     loaded = LoadedKeys(sorted(set(own) - set(weights)), sorted(set(weights) - set(own)))
-    strict = arch in IMAGENET_SOURCES
-    if strict and (loaded.missing or loaded.unexpected):
+    if arch in IMAGENET_SOURCES and (loaded.missing or loaded.unexpected):  # strict loading
         raise PretrainedWeightsError(
             f"{source}: does not fit the {arch}: missing keys {loaded.missing[:8]}, unexpected "
             f"keys {loaded.unexpected[:8]} (a {arch} state dict is expected)")
     backbone.load_state_dict(weights, strict=False)
     log.info("loaded %d tensors into %s from %s", len(weights) - len(loaded.unexpected), arch,
              source)
-    if loaded.missing:
-        log.warning("%s: %d backbone keys missing from the file: %s", source,
-                    len(loaded.missing), ", ".join(loaded.missing))
-    if loaded.unexpected:
-        log.warning("%s: %d unexpected keys ignored: %s", source, len(loaded.unexpected),
-                    ", ".join(loaded.unexpected))
+    for keys, what in ((loaded.missing, "backbone keys missing from the file"),
+                       (loaded.unexpected, "unexpected keys ignored")):
+        if keys:
+            log.warning("%s: %d %s: %s", source, len(keys), what, ", ".join(keys))
     return loaded

@@ -6,6 +6,7 @@ from torch import nn
 
 from progreid.models.backbones import BACKBONES, RESNETS, build_backbone
 from progreid.models.baseline import POOLINGS, Baseline
+from progreid.models.init import check_backbone_args
 from progreid.models.mgn import MGN
 from progreid.models.pla import PLANet
 from progreid.models.pretrained import load_pretrained
@@ -36,10 +37,7 @@ def check_model(num_classes: int, name: str, backbone: str, width: float, last_s
                          f"{list(RESNETS)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-    if isinstance(width, bool) or not isinstance(width, int | float) or not width > 0:
-        raise ValueError(f"width must be a number > 0, got {width!r}")
-    if last_stride not in (1, 2):
-        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
+    check_backbone_args(width, last_stride)
     if pooling is not None and pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {sorted(POOLINGS)} "
                          "or None (the architecture's default)")

@@ -8,6 +8,7 @@ state dicts load key for key. Two ReID additions: the stride of the last stage (
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -134,12 +135,9 @@ class ResNet(nn.Module):
             self.fc = nn.Linear(self.out_channels, num_classes)
         init_conv_bn(self)
 
-    def stem(self, x: Tensor) -> Tensor:
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
-
     def forward(self, x: Tensor) -> Tensor:
-        x = self.layer2(self.layer1(self.stem(x)))
-        return self.layer4(self.layer3(x))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def classify(self, x: Tensor) -> Tensor:
         """ImageNet logits through ``avgpool`` + ``fc`` (only when built with ``num_classes``)."""
@@ -148,13 +146,6 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self(x)), 1))
 
 
-def resnet18(**kwargs) -> ResNet:
-    return ResNet("resnet18", BasicBlock, (2, 2, 2, 2), **kwargs)
-
-
-def resnet34(**kwargs) -> ResNet:
-    return ResNet("resnet34", BasicBlock, (3, 4, 6, 3), **kwargs)
-
-
-def resnet50(**kwargs) -> ResNet:
-    return ResNet("resnet50", Bottleneck, (3, 4, 6, 3), **kwargs)
+resnet18 = partial(ResNet, "resnet18", BasicBlock, (2, 2, 2, 2))
+resnet34 = partial(ResNet, "resnet34", BasicBlock, (3, 4, 6, 3))
+resnet50 = partial(ResNet, "resnet50", Bottleneck, (3, 4, 6, 3))

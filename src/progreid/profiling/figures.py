@@ -57,7 +57,6 @@ def plot_efficiency(points: Sequence[EfficiencyPoint], out: str | Path) -> Path:
             ax.annotate(point.label, (x, point.mAP), xytext=(4, 4), textcoords="offset points",
                         fontsize=8)
         ax.set(xlabel=xlabel, ylabel="mAP (%)")
-        ax.grid(alpha=0.3)
     figure.axes[0].set_title("accuracy vs computation (PLA Fig. 4)")
     figure.axes[1].set_title("accuracy vs inference memory (PLA Fig. 5)")
     return save_figure(figure, out)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 
 import torch
 from torch import nn
@@ -21,11 +22,11 @@ from progreid.profiling.spec import ModelSpec
 
 
 def peak_memory_cuda(model: nn.Module, batch_size: int, height: int, width: int,
-                     device: torch.device, channels_last: bool = True) -> int:
-    """Bytes allocated at the peak of one eval-mode forward of ``batch_size`` images."""
+                     device: torch.device) -> int:
+    """Bytes allocated at the peak of one eval-mode forward of ``batch_size`` channels-last
+    images."""
     images = torch.randn(batch_size, 3, height, width, device=device)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = images.contiguous(memory_format=torch.channels_last)
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
@@ -38,7 +39,7 @@ def peak_memory_cuda(model: nn.Module, batch_size: int, height: int, width: int,
 def peak_memory_cpu(spec: ModelSpec, batch_size: int, height: int, width: int,
                     timeout: float = 600.0) -> int:
     """Bytes by which a subprocess's peak RSS grows while it builds ``spec`` and runs one batch."""
-    job = json.dumps({"spec": spec.to_dict(), "batch_size": batch_size, "height": height,
+    job = json.dumps({"spec": asdict(spec), "batch_size": batch_size, "height": height,
                       "width": width})
     done = subprocess.run([sys.executable, "-m", "progreid.profiling.memory", job],
                           capture_output=True, text=True, timeout=timeout, check=False)

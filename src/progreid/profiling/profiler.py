@@ -63,20 +63,18 @@ def profile_spec(spec: ModelSpec, height: int, width: int, batch_sizes: Sequence
 def format_table(profiles: Sequence[Profile]) -> str:
     """A plain-text table: parameters (M), Mul-Adds (G) per image, peak memory (MiB) and
     images per second for each measured batch size."""
-    batches = sorted({b for p in profiles for b in (*p.memory, *p.throughput)})
+    memory = sorted({b for p in profiles for b in p.memory})
+    speed = sorted({b for p in profiles for b in p.throughput})
     header = ["model", "input", "params M", "infer M", "Mul-Add G"]
-    header += [f"mem@{b} MiB" for b in batches if any(b in p.memory for p in profiles)]
-    header += [f"img/s@{b}" for b in batches if any(b in p.throughput for p in profiles)]
-    rows = [header]
+    rows = [header + [f"mem@{b} MiB" for b in memory] + [f"img/s@{b}" for b in speed]]
     for p in profiles:
         row = [p.label, f"{p.height}x{p.width}", f"{p.counts.parameters / 1e6:.2f}",
                f"{p.counts.inference_parameters / 1e6:.2f}", f"{p.counts.mul_adds / 1e9:.3f}"]
-        row += [_cell(p.memory.get(b), lambda v: f"{v / MIB:.0f}") for b in batches
-                if any(b in q.memory for q in profiles)]
+        row += [_cell(p.memory.get(b), lambda v: f"{v / MIB:.0f}") for b in memory]
         row += [_cell(p.throughput.get(b), lambda t: f"{t.images_per_second:.1f}")
-                for b in batches if any(b in q.throughput for q in profiles)]
+                for b in speed]
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                        for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))

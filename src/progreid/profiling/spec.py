@@ -3,7 +3,7 @@ can rebuild it (peak-memory measurement) without pickling weights."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,6 @@ class ModelSpec:
     def build(self) -> nn.Module:
         """The network with fresh (random) weights; profiling never needs trained ones."""
         return build_model(num_classes=self.num_classes, **{**self.model, "pretrained": None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_config(cls, cfg: Config, label: str,

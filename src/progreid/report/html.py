@@ -16,7 +16,8 @@ import io
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,34 +62,27 @@ STATUS_CSS = "\n".join(f".ranked-list figure.{status} img {{ border-color: {colo
                        for status, colour in STATUS_COLOURS.items() if status)
 
 
-def png_data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def figure_png(figure: Any) -> bytes:
+def _data_uri(save: Callable[[io.BytesIO], object], mime: str) -> str:
+    """``save(buffer)`` writes an image into a buffer; return it as a base64 data URI."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    save(buffer)
+    return f"data:{mime};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def thumbnail_uri(path: Path) -> str:
     """A JPEG thumbnail of the image as a data URI."""
     with Image.open(path) as image:
         thumb = image.convert("RGB").resize(THUMB_SIZE, Image.Resampling.BILINEAR)
-    buffer = io.BytesIO()
-    thumb.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return _data_uri(partial(thumb.save, format="JPEG", quality=85), "image/jpeg")
 
 
 def cmc_figure(cmc: Sequence[float]) -> Any:
     """CMC curve: the percentage of queries with a match within the top k, k = 1..len(cmc)."""
     figure = new_figure(1, 1, 6.0, 3.6)
     ax = figure.axes[0]
-    ranks = range(1, len(cmc) + 1)
-    ax.plot(ranks, cmc, marker="." if len(cmc) <= 50 else None)
+    ax.plot(range(1, len(cmc) + 1), cmc, marker="." if len(cmc) <= 50 else None)
     ax.set(xlabel="rank k", ylabel="matching rate (%)", title="CMC", xlim=(1, len(cmc)),
            ylim=(max(0.0, min(cmc) - 2.0), 100.5))
-    ax.grid(alpha=0.3)
     return figure
 
 
@@ -105,11 +99,9 @@ def sample_ranked_lists(run_dir: Path, queries: int = 6, top: int = 10,
     cfg = bundle.config
     dataset = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
     chosen = spread(dataset.query, queries)
-    metric = cfg.eval.metric
-    query_features = prepare(embed_samples(bundle, chosen, device, cfg.eval.batch_size), metric)
-    gallery_features = prepare(embed_samples(bundle, dataset.gallery, device,
-                                             cfg.eval.batch_size), metric)
-    distances, indices = exact_top_k(query_features, gallery_features, top)
+    query, gallery = (prepare(embed_samples(bundle, samples, device, cfg.eval.batch_size),
+                              cfg.eval.metric) for samples in (chosen, dataset.gallery))
+    distances, indices = exact_top_k(query, gallery, top)
     return ranked_results(chosen, dataset.gallery, distances, indices)
 
 
@@ -138,7 +130,8 @@ def metrics_section(results: dict[str, Any]) -> str:
 
 
 def figure_html(figure: Any, alt: str) -> str:
-    return f'<img class="figure" alt="{_esc(alt)}" src="{png_data_uri(figure_png(figure))}">'
+    src = _data_uri(partial(figure.savefig, format="png", dpi=110), "image/png")
+    return f'<img class="figure" alt="{_esc(alt)}" src="{src}">'
 
 
 def ranked_lists_html(lists: Sequence[QueryResult]) -> str:
@@ -164,16 +157,6 @@ def ranked_lists_html(lists: Sequence[QueryResult]) -> str:
     return legend + "\n".join(rows)
 
 
-def _figures_body(records: list[dict[str, Any]], names: Sequence[str]) -> list[str]:
-    parts = []
-    for name in names:
-        figure = FIGURES[name](records)
-        if figure is not None:
-            parts.append(section(name.replace("_", "-"), FIGURE_TITLES[name],
-                                 figure_html(figure, FIGURE_TITLES[name])))
-    return parts
-
-
 def render_report(run_dir: str | Path, queries: int = 6, top: int = 10,
                   device: torch.device | str = "cpu") -> str:
     """The report page of ``run_dir`` as an HTML string."""
@@ -192,12 +175,14 @@ def render_report(run_dir: str | Path, queries: int = 6, top: int = 10,
         cmc = results.get("cmc")
         parts.append(section("cmc", "CMC curve", figure_html(cmc_figure(cmc), "CMC curve")
                              if cmc else '<p class="note">results.json has no CMC curve.</p>'))
-        parts += _figures_body(records, ("losses", "accuracy", "pla_trace", "trc_histograms"))
+        for name, title in FIGURE_TITLES.items():
+            figure = FIGURES[name](records)
+            if figure is not None:
+                parts.append(section(name.replace("_", "-"), title, figure_html(figure, title)))
     except MissingDependencyError as exc:
         parts.append(section("figures", "Figures", f'<p class="note">{_esc(exc)}</p>'))
     try:
-        lists = sample_ranked_lists(run_dir, queries, top, device)
-        body = ranked_lists_html(lists)
+        body = ranked_lists_html(sample_ranked_lists(run_dir, queries, top, device))
     except (OSError, DatasetError, CheckpointError) as exc:  # dataset or model not here
         log.warning("ranked lists skipped: %s", exc)
         body = f'<p class="note">Ranked lists unavailable: {_esc(exc)}</p>'

@@ -32,7 +32,7 @@ PLA_PARAMETERS = ("lambda", "margin", "k", "p")
 
 
 def new_figure(rows: int, cols: int, width: float, height: float) -> Figure:
-    """An Agg-backed figure with ``rows x cols`` axes (no pyplot global state)."""
+    """An Agg-backed figure with ``rows x cols`` gridded axes (no pyplot global state)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -41,7 +41,8 @@ def new_figure(rows: int, cols: int, width: float, height: float) -> Figure:
             "plotting needs matplotlib, the 'plot' extra: pip install 'progreid[plot]'") from exc
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
-    figure.subplots(rows, cols, squeeze=False)
+    for ax in figure.subplots(rows, cols, squeeze=False).flat:
+        ax.grid(alpha=0.3)
     return figure
 
 
@@ -66,7 +67,6 @@ def loss_figure(records: list[Record]) -> Figure | None:
         points = [(r["epoch"], r[term]) for r in epochs if term in r]
         ax.plot(*zip(*points, strict=True), marker="." if len(points) < 50 else None)
         ax.set(title=term, xlabel="epoch", ylabel="epoch mean")
-        ax.grid(alpha=0.3)
         mark_phases(ax, epochs)
     return figure
 
@@ -75,8 +75,7 @@ def accuracy_figure(records: list[Record]) -> Figure | None:
     """Training accuracy (percent) per epoch and the rank-1 / mAP of every evaluation."""
     epochs = events(records, "epoch")
     evals = events(records, "eval")
-    train_acc = [(r["epoch"], 100.0 * r["acc"]) for r in epochs if "acc" in r]
-    series = {"training accuracy": train_acc}
+    series = {"training accuracy": [(r["epoch"], 100.0 * r["acc"]) for r in epochs if "acc" in r]}
     for key, label in (("rank1", "eval rank-1"), ("mAP", "eval mAP")):
         series[label] = [(r["epoch"], r[key]) for r in evals if key in r]
     series = {label: points for label, points in series.items() if points}
@@ -88,7 +87,6 @@ def accuracy_figure(records: list[Record]) -> Figure | None:
         ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 20 else None,
                 label=label)
     ax.set(xlabel="epoch", ylabel="percent", ylim=(0, 100), xlim=(0, None))
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     mark_phases(ax, epochs)
     return figure
@@ -121,7 +119,6 @@ def trc_histogram_figure(records: list[Record], per_phase: int = 4) -> Figure | 
         ax.axvline(0.5, color="grey", linestyle="--", linewidth=0.8)
         ax.set(title=f"phase: {phase}", xlabel="S (TRC Eq. 4)",
                ylabel="fraction of anchor/positive pairs", xlim=(0, 1))
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return figure
 
@@ -156,8 +153,6 @@ def pla_trace_figure(records: list[Record]) -> Figure | None:
             ax.plot(*zip(*points, strict=True), marker="o", color="tab:green")
         ax.set(ylabel=f"chosen {name}")
     params[-1].set(xlabel="round")
-    for ax in figure.axes:
-        ax.grid(alpha=0.3)
     return figure
 
 

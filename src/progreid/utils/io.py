@@ -60,17 +60,13 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     line = json.dumps(record, sort_keys=True) + "\n"
     with open(path, "a") as fh:
         fh.write(line)
-        fh.flush()
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a JSON-lines log, ignoring a trailing partial line left by a crash."""
     records = []
     with open(path) as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
+        for line in filter(None, map(str.strip, fh)):
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
