@@ -280,3 +280,26 @@ def test_feature_errors_name_the_problem():
         pairwise_distance(np.ones((2, 3)), np.ones((3, 3)), metric="manhattan")
     with pytest.raises(ValueError, match="NaN or infinite"):
         pairwise_distance(np.full((1, 2), np.inf), np.ones((3, 2)))
+
+
+@both_paths
+@settings(max_examples=40, deadline=None)
+@given(problems(), st.integers(0, 2**32 - 1))
+def test_integers_beyond_float32_precision_are_ranked_exactly(keys_only_bytes, problem, seed):
+    """int64 distances 2^40 + a few units round to one float32: each run of them is ordered
+    by its exact values, then by gallery index."""
+    q_pids, g_pids, q_cams, g_cams, max_rank = problem
+    rng = np.random.default_rng(seed)
+    distmat = 2**40 + rng.integers(-3, 4, (len(q_pids), len(g_pids)))
+    distmat[:, rng.random(len(g_pids)) < 0.2] = -(2**40)
+    with mock.patch.object(positions, "KEYS_ONLY_BYTES", keys_only_bytes):
+        check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank)
+
+
+def test_bfloat16_distances_equal_reference():
+    rng = np.random.default_rng(11)
+    q_pids, g_pids, q_cams, g_cams = market_like_labels(rng)
+    distmat = torch.from_numpy(rng.random((len(q_pids), len(g_pids)), dtype=np.float32)
+                               + 0.3 * (q_pids[:, None] != g_pids[None, :])).bfloat16()
+    assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams),
+                reference_evaluate(distmat.float().numpy(), q_pids, g_pids, q_cams, g_cams, 50))

@@ -29,7 +29,6 @@ import torch
 _INDEX_BITS = 32  # a key's low bits: the gallery index
 _LOW = (1 << _INDEX_BITS) - 1
 KEYS_ONLY_BYTES = 2  # distances of at most this size tie all the time: every row by keys
-BLOCK_ELEMENTS = 1 << 20  # distances sorted at a time on CPU: 1 MB of float32, in L2 cache
 
 
 class Gallery:
@@ -130,13 +129,7 @@ def match_positions(dist: torch.Tensor, index: torch.Tensor, is_match: torch.Ten
     ``dist`` is B x G (contiguous, some row with a match); ``index``, ``is_match`` and
     ``is_junk`` are :meth:`Gallery.same_identity` of the rows' queries."""
     matches = _Matches(dist, index, is_match, is_junk)
-    before = torch.empty_like(matches.index)
-    size = dist.shape[1]
-    rows = max(1, BLOCK_ELEMENTS // size) if dist.device.type == "cpu" else dist.shape[0]
-    for start in range(0, dist.shape[0], rows):
-        part = slice(start, start + rows)
-        before[part] = _before(dist[part], matches.index[part], matches.dist[part],
-                               matches.slots[part], scratch)
+    before = _before(dist, matches.index, matches.dist, matches.slots, scratch)
     return before - matches.junk_before + 1, matches.slots
 
 
