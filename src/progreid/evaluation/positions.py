@@ -29,6 +29,7 @@ import torch
 _INDEX_BITS = 32  # a key's low bits: the gallery index
 _LOW = (1 << _INDEX_BITS) - 1
 KEYS_ONLY_BYTES = 2  # distances of at most this size tie all the time: every row by keys
+BLOCK_ELEMENTS = 1 << 18  # distances sorted and searched at a time on CPU: 1 MB, in L2 cache
 
 
 class Gallery:
@@ -162,13 +163,20 @@ def _below(dist: torch.Tensor, m_dist: torch.Tensor, slots: torch.Tensor, scratc
     inf = torch.tensor(float("inf"), device=dist.device)
     low = torch.where(ranked, torch.nextafter(coarse[:, :1], -inf), -inf)
     high = torch.where(ranked, torch.nextafter(coarse[:, -1:], inf), inf)
-    values = scratch.get(dist.shape, torch.float32, dist.device)
-    torch.minimum(dist, high, out=values)  # (torch.clamp with tensor bounds is slow)
-    values = _sorted_rows(torch.maximum(values, low, out=values))
-    _check_nan(values[:, -1:], ranked[:, 0])  # NaN stays NaN and sorts last
-    below = torch.searchsorted(values, coarse)
-    after = values.gather(1, (below + 1).clamp(max=dist.shape[1] - 1))
-    shared = (after == coarse) & (below + 1 < dist.shape[1])
+    below = torch.empty(coarse.shape, dtype=torch.int64, device=dist.device)
+    after, last = torch.empty_like(coarse), torch.empty_like(coarse[:, 0])
+    size = dist.shape[1]
+    rows = max(1, BLOCK_ELEMENTS // size) if dist.device.type == "cpu" else dist.shape[0]
+    for start in range(0, dist.shape[0], rows):  # blocks that stay in cache while ranked
+        part = slice(start, start + rows)
+        values = scratch.get(dist[part].shape, torch.float32, dist.device)
+        torch.minimum(dist[part], high[part], out=values)  # (clamp's tensor bounds: slow)
+        values = _sorted_rows(torch.maximum(values, low[part], out=values))
+        below[part] = torch.searchsorted(values, coarse[part])
+        after[part] = values.gather(1, (below[part] + 1).clamp(max=size - 1))
+        last[part] = values[:, -1]
+    _check_nan(last[:, None], ranked[:, 0])  # NaN stays NaN and sorts last
+    shared = (after == coarse) & (below + 1 < size)
     return below, (shared & slots).any(1)
 
 
