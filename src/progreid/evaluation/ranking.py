@@ -9,9 +9,9 @@ counted.
 
 Only the positions of a query's matches matter; :mod:`progreid.evaluation.positions` finds them
 by binary search in the row's sorted values (a value sort, several times cheaper than an
-argsort), at a cost that does not depend on how good the model is. Queries are ranked in blocks of about 2M distances, on CPU by one worker
-thread per torch thread; CUDA inputs stay on the GPU; any real dtype (float16/32/64, integers) is
-ranked in its own precision.
+argsort), at a cost that does not depend on how good the model is. Queries are ranked in blocks
+of about 2M distances, on CPU by one worker thread per torch thread; CUDA inputs stay on the GPU;
+any real dtype (float16/32/64, integers) is ranked in its own precision.
 """
 
 from __future__ import annotations
