@@ -5,9 +5,10 @@ For each point of the sweep, a Q x G distance matrix is built as the issue descr
 distractors of the benchmark's test split; ``shift`` sets the model's quality (mAP about 0.1,
 0.3, 0.6 and 1.0). On that matrix, in the same process, the script times a bare
 ``np.argsort(d, axis=1)`` of every row (in blocks of rows, to bound the int64 result) and
-``progreid.evaluation.evaluate``, and prints the achieved mAP, both times (wall clock and CPU)
-and their ratio. On one point it checks that ``evaluate`` equals the plain stable-sort reference
-(``reference_evaluate``, which the tests use too), on all queries or on the first few hundred.
+``progreid.evaluation.evaluate`` back to back, ``--repeats`` times, and prints the achieved mAP,
+the median times (wall clock and CPU), the median ratio and each repeat's ratio. On one point
+it checks that ``evaluate`` equals the plain stable-sort reference (``reference_evaluate``,
+which the tests use too), on all queries or on the first few hundred.
 Last, ``evaluate_features`` ranks clustered synthetic features in a fresh process (time and
 peak memory; it never holds the Q x G matrix).
 
@@ -217,21 +218,27 @@ def check_point(distmat: np.ndarray, data: dict[str, np.ndarray], rows: int) -> 
 
 def sweep(data: dict[str, np.ndarray], dtype: np.dtype, repeats: int, check_rows: int,
           seed: int) -> None:
-    """The table of the module docstring, one line per point of the sweep."""
+    """The table of the module docstring, one line per point of the sweep: each repeat times
+    the argsort and then ``evaluate`` back to back; the line gives the median of each (wall
+    clock and CPU) and the median of the repeats' ratios."""
     shape = (len(data["q_pids"]), len(data["g_pids"]))
     other = data["q_pids"][:, None] != data["g_pids"][None, :]
     noise = np.random.default_rng(seed + 1).random(shape, dtype=np.float32)
     distmat = np.empty(shape, dtype=dtype)
     print(f"{'shift':>5} {'mAP':>6} {'argsort s':>9} {'(cpu)':>7} {'evaluate s':>10} "
-          f"{'(cpu)':>7} {'ratio':>6} {'(cpu)':>6}")
+          f"{'(cpu)':>7} {'ratio':>6} {'(cpu)':>6}  ratio of each repeat")
     for shift in SHIFTS:
         np.add(np.multiply(other, np.float32(shift), out=distmat), noise, out=distmat)
-        sort_wall, sort_cpu = min(timed(argsort_rows, distmat)[:2] for _ in range(repeats))
-        runs = [timed(evaluate, distmat, *_labels(data)) for _ in range(repeats)]
-        wall, cpu = min(run[0] for run in runs), min(run[1] for run in runs)
-        print(f"{shift:5.2f} {runs[0][2].mAP:6.3f} {sort_wall:9.2f} {sort_cpu:7.2f} "
-              f"{wall:10.3f} {cpu:7.3f} {sort_wall / wall:5.1f}x {sort_cpu / cpu:5.1f}x",
-              flush=True)
+        runs = np.array([timed(argsort_rows, distmat)[:2] + timed(evaluate, distmat,
+                                                                  *_labels(data))[:2]
+                         for _ in range(repeats)])  # argsort wall, cpu, evaluate wall, cpu
+        ratios = runs[:, :2] / runs[:, 2:]
+        (sort_wall, sort_cpu, wall, cpu), (ratio, ratio_cpu) = (np.median(runs, 0),
+                                                               np.median(ratios, 0))
+        mean_ap = evaluate(distmat, *_labels(data)).mAP
+        print(f"{shift:5.2f} {mean_ap:6.3f} {sort_wall:9.2f} {sort_cpu:7.2f} {wall:10.3f} "
+              f"{cpu:7.3f} {ratio:5.1f}x {ratio_cpu:5.1f}x  "
+              f"{' '.join(f'{r:.1f}' for r in ratios[:, 0])}", flush=True)
         if shift == SHIFTS[1] and check_rows:
             print(check_point(distmat, data, min(check_rows, shape[0])), flush=True)
 
@@ -240,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=list(SWEEP_SCALES), default="quick")
     parser.add_argument("--dtype", choices=["float32", "float64", "float16"], default="float32")
-    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each point (median reported)")
     parser.add_argument("--check-rows", type=int, default=None,
                         help="queries checked against the reference (default: all, at most 500)")
     parser.add_argument("--dim", type=int, default=256, help="feature dimension")

@@ -22,9 +22,9 @@ from progreid.evaluation import (
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-# both ways of counting: every chunk by bins, or (NEAR_SHARE 0) only the distances up to the
-# last match, as when a model ranks its matches first
-both_paths = pytest.mark.parametrize("near_share", [2**40, 0], ids=["bins", "near"])
+# both ways of counting: sorted values first (rows with ties then by keys), or every row by
+# (value, gallery index) keys, as for 16-bit distances
+both_paths = pytest.mark.parametrize("keys_only_bytes", [0, 8], ids=["values", "keys"])
 
 
 def assert_same(result: RankingResult, expected) -> None:
@@ -70,25 +70,25 @@ def draw_matrix(data, rows: int, cols: int, values) -> np.ndarray:
 @both_paths
 @settings(max_examples=100, deadline=None)
 @given(problems(), st.data())
-def test_evaluate_matches_stable_sort_reference_with_ties(near_share, problem, data):
+def test_evaluate_matches_stable_sort_reference_with_ties(keys_only_bytes, problem, data):
     q_pids, g_pids, q_cams, g_cams, max_rank = problem
     # integer distances: many ties, ordered by gallery index
     distmat = draw_matrix(data, len(q_pids), len(g_pids), st.integers(0, 4))
     chunk = data.draw(st.sampled_from([None, 1, 2, 5]))
-    with mock.patch.object(positions, "NEAR_SHARE", near_share):
+    with mock.patch.object(positions, "KEYS_ONLY_BYTES", keys_only_bytes):
         check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank, chunk=chunk)
 
 
 @both_paths
 @settings(max_examples=60, deadline=None)
 @given(problems(), st.integers(0, 2**32 - 1))
-def test_evaluate_matches_reference_on_float32_distances(near_share, problem, seed):
+def test_evaluate_matches_reference_on_float32_distances(keys_only_bytes, problem, seed):
     q_pids, g_pids, q_cams, g_cams, max_rank = problem
     rng = np.random.default_rng(seed)
     distmat = (rng.random((len(q_pids), len(g_pids))) - 0.5).astype(np.float32)  # signed
     distmat[:, rng.random(len(g_pids)) < 0.3] = 0.0  # whole tied columns
     distmat[:, rng.random(len(g_pids)) < 0.2] = -0.0  # -0.0 ties with 0.0
-    with mock.patch.object(positions, "NEAR_SHARE", near_share):
+    with mock.patch.object(positions, "KEYS_ONLY_BYTES", keys_only_bytes):
         check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank)
         check(torch.from_numpy(distmat), q_pids, g_pids, q_cams, g_cams, max_rank)
 
@@ -116,7 +116,7 @@ def test_evaluate_features_equals_full_matrix(problem, dim, data):
 @settings(max_examples=60, deadline=None)
 @given(problems(), st.integers(0, 2**32 - 1), st.sampled_from(["float16", "float64"]),
        st.booleans())
-def test_evaluate_compares_in_the_inputs_own_precision(near_share, problem, seed, dtype,
+def test_evaluate_compares_in_the_inputs_own_precision(keys_only_bytes, problem, seed, dtype,
                                                         as_torch):
     """float16 distances tie often (real ties, ordered by gallery index); float64 ones may
     differ only below float32's precision; infinities on both sides."""
@@ -124,7 +124,7 @@ def test_evaluate_compares_in_the_inputs_own_precision(near_share, problem, seed
     rng = np.random.default_rng(seed)
     pool = np.array([0.0, -0.0, 0.5, 1.0, 1.0 + 2.0**-40, 1.0 + 2.0**-9, 3.0, np.inf, -np.inf])
     distmat = rng.choice(pool, (len(q_pids), len(g_pids))).astype(dtype)
-    with mock.patch.object(positions, "NEAR_SHARE", near_share):
+    with mock.patch.object(positions, "KEYS_ONLY_BYTES", keys_only_bytes):
         check(torch.from_numpy(distmat) if as_torch else distmat, q_pids, g_pids, q_cams,
               g_cams, max_rank)
 
@@ -138,7 +138,7 @@ def market_like_labels(rng, queries=60, gallery=1800, identities=40, distractors
 
 @both_paths
 @pytest.mark.parametrize("shift", [-1.0, -0.1, 0.0, 0.1, 0.3, 0.6, 1.0, 5.0])
-def test_quality_sweep_equals_reference(near_share, shift):
+def test_quality_sweep_equals_reference(keys_only_bytes, shift):
     """The benchmark's recipe (rand + shift * other identity) from matches last to matches
     far ahead of everything else, with a gallery large enough for many bins."""
     rng = np.random.default_rng(7)
@@ -146,7 +146,7 @@ def test_quality_sweep_equals_reference(near_share, shift):
     distmat = (rng.random((len(q_pids), len(g_pids)), dtype=np.float32)
                + np.float32(shift) * (q_pids[:, None] != g_pids[None, :]))
     half = distmat.astype(np.float16)
-    with mock.patch.object(positions, "NEAR_SHARE", near_share):
+    with mock.patch.object(positions, "KEYS_ONLY_BYTES", keys_only_bytes):
         assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams),
                     reference_evaluate(distmat, q_pids, g_pids, q_cams, g_cams, 50))
         assert_same(evaluate(torch.from_numpy(half), q_pids, g_pids, q_cams, g_cams),
@@ -177,11 +177,11 @@ def test_worker_threads_and_blocks_do_not_change_the_result(monkeypatch):
 
 
 @both_paths
-def test_nan_is_an_error_only_where_a_query_is_ranked(near_share):
+def test_nan_is_an_error_only_where_a_query_is_ranked(keys_only_bytes):
     """A NaN in the row of a query without a match is no error: that query is skipped."""
     distmat = np.array([[np.nan, 1.0, 2.0], [0.0, 1.0, 2.0]])
     labels = np.array([1, 2, 1]), np.array([0, 0]), np.array([1, 1, 1])
-    with mock.patch.object(positions, "NEAR_SHARE", near_share):
+    with mock.patch.object(positions, "KEYS_ONLY_BYTES", keys_only_bytes):
         check(distmat, np.array([5, 2]), *labels, 3)
         with pytest.raises(ValueError, match="NaN"):
             evaluate(distmat, np.array([1, 2]), *labels, 3)
@@ -280,3 +280,26 @@ def test_feature_errors_name_the_problem():
         pairwise_distance(np.ones((2, 3)), np.ones((3, 3)), metric="manhattan")
     with pytest.raises(ValueError, match="NaN or infinite"):
         pairwise_distance(np.full((1, 2), np.inf), np.ones((3, 2)))
+
+
+@both_paths
+@settings(max_examples=40, deadline=None)
+@given(problems(), st.integers(0, 2**32 - 1))
+def test_integers_beyond_float32_precision_are_ranked_exactly(keys_only_bytes, problem, seed):
+    """int64 distances 2^40 + a few units round to one float32: each run of them is ordered
+    by its exact values, then by gallery index."""
+    q_pids, g_pids, q_cams, g_cams, max_rank = problem
+    rng = np.random.default_rng(seed)
+    distmat = 2**40 + rng.integers(-3, 4, (len(q_pids), len(g_pids)))
+    distmat[:, rng.random(len(g_pids)) < 0.2] = -(2**40)
+    with mock.patch.object(positions, "KEYS_ONLY_BYTES", keys_only_bytes):
+        check(distmat, q_pids, g_pids, q_cams, g_cams, max_rank)
+
+
+def test_bfloat16_distances_equal_reference():
+    rng = np.random.default_rng(11)
+    q_pids, g_pids, q_cams, g_cams = market_like_labels(rng)
+    distmat = torch.from_numpy(rng.random((len(q_pids), len(g_pids)), dtype=np.float32)
+                               + 0.3 * (q_pids[:, None] != g_pids[None, :])).bfloat16()
+    assert_same(evaluate(distmat, q_pids, g_pids, q_cams, g_cams),
+                reference_evaluate(distmat.float().numpy(), q_pids, g_pids, q_cams, g_cams, 50))

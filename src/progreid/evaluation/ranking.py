@@ -1,4 +1,4 @@
-"""Ranking metrics (CMC, mAP, mINP) under the Market-1501 protocol, without sorting any row.
+"""Ranking metrics (CMC, mAP, mINP) under the Market-1501 protocol, without argsorting any row.
 
 Semantics (DESIGN.md): a gallery item with the query's identity *and* camera is junk and removed
 from that query's ranking; identity 0 (distractors) is an ordinary negative; ties in distance are
@@ -8,10 +8,10 @@ precision over the valid ranking; CMC(k) = 1 if a match is within the top k; mIN
 counted.
 
 Only the positions of a query's matches matter; :mod:`progreid.evaluation.positions` finds them
-by counting the gallery against the query's sorted matches, at a cost that does not depend on
-how good the model is. Queries are ranked in blocks of about 2M distances, on CPU by one worker
-thread per torch thread; CUDA inputs stay on the GPU; any real dtype (float16/32/64, integers) is
-ranked in its own precision.
+by binary search in the row's sorted values (a value sort, several times cheaper than an
+argsort), at a cost that does not depend on how good the model is. Queries are ranked in blocks
+of about 2M distances, on CPU by one worker thread per torch thread; CUDA inputs stay on the GPU;
+any real dtype (float16/32/64, integers) is ranked in its own precision.
 """
 
 from __future__ import annotations
