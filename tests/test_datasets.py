@@ -127,7 +127,7 @@ def test_folder_reader_default_pattern_reads_market_names(tmp_path):
 
 
 @pytest.mark.parametrize(("pattern", "message"), [
-    (r"(?P<pid>\d+)", "lacks the named group.*camid"),
+    (r"(?P<camid>\d+)", "lacks the named group pid"),
     (r"(?P<pid>\d+", "not a valid regular expression"),
     (r"(?P<pid>\d+)_(?P<camid>c\d+)", "captured pid='0001', camid='c1'; expected integers"),
     (r"^(?P<pid>\d+)_k(?P<camid>\d+)", "0001_c1.png does not match the file name pattern"),

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from progreid.config import override_config
-    from progreid.data import build_dataset
+    from progreid.data import build_dataset, build_run_dataset
     from progreid.deploy.bundle import load_bundle, resolve_bundle_path
     from progreid.evaluation.pipeline import evaluate_model
     from progreid.utils.device import resolve_device
@@ -33,8 +33,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = override_config(bundle.config, args.overrides, source="--set")
     name = args.dataset or cfg.data.dataset
     root = args.root or cfg.data.root
-    options = parse_options(args.option) if (args.option or args.dataset) else cfg.data.options
-    dataset = build_dataset(name, root, **options)
+    if args.option or args.dataset:
+        dataset = build_dataset(name, root, **parse_options(args.option))
+    else:  # the run's dataset, with the split the run saved (split.json) if it drew one
+        dataset = build_run_dataset(name, root, cfg.data.options,
+                                    resolve_bundle_path(args.model).parent)
     metrics = evaluate_model(bundle.embedder(cfg), dataset, cfg.eval, device, cfg.data.workers)
     print(json.dumps({"model": str(resolve_bundle_path(args.model)), "dataset": name,
                       **metrics}, indent=2))

@@ -1,7 +1,12 @@
 """progreid.data: dataset readers, the PK sampler, image loading and batch transforms."""
 
-from progreid.data.registry import DATASET_NAMES, build_dataset, datasets_table
+from progreid.data.registry import (
+    DATASET_NAMES,
+    build_dataset,
+    build_run_dataset,
+    datasets_table,
+)
 from progreid.data.sample import DatasetError, ReIDDataset, Sample, relabel
 
 __all__ = ["DATASET_NAMES", "DatasetError", "ReIDDataset", "Sample", "build_dataset",
-           "datasets_table", "relabel"]
+           "build_run_dataset", "datasets_table", "relabel"]

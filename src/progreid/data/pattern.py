@@ -1,9 +1,17 @@
-"""Any folder of images whose paths carry identity and camera, read with a configurable regex.
+"""The ``folder`` dataset: any folder of images, in one of two layouts (option ``layout``).
 
-Layout: ``ROOT/train``, ``ROOT/query`` and ``ROOT/gallery`` (searched recursively). The regex is
-searched in each image path relative to its split folder and must have the named groups ``pid``
-and ``camid``. Negative identities are junk (as Market-1501's ``-1``) and are dropped; camera
-numbers are mapped to 0..C-1 in sorted order over all splits.
+``splits``: ``ROOT/train``, ``ROOT/query`` and ``ROOT/gallery`` (searched recursively), identity
+and camera read from each image path relative to its split folder with a regex (option
+``pattern``) with the named groups ``pid`` and, optionally, ``camid``. Negative identities are
+junk (as Market-1501's ``-1``) and are dropped; camera numbers are mapped to 0..C-1 in sorted
+order over all splits. A pattern without ``camid`` reads camera-less data: every relative path
+is a camera of its own, so the same-identity-and-camera junk rule removes only the identical
+image (the same relative path in ``query/`` and ``gallery/``, a query's own copy in a gallery
+that holds every image). Files that are not images are ignored.
+
+``identities``: ``ROOT/<identity>/<image>`` with a seeded query/gallery split
+(:mod:`progreid.data.identities`). ``auto`` (the default) is ``splits`` when ROOT has a
+``train``, ``query`` or ``gallery`` folder and ``identities`` otherwise.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from progreid.data.identities import read_identity_folders
 from progreid.data.sample import (
     DatasetError,
     ReIDDataset,
@@ -24,56 +33,113 @@ from progreid.data.sample import (
 
 DEFAULT_PATTERN = r"(?P<pid>-?\d+)_c(?P<camid>\d+)"
 SPLIT_FOLDERS = ("train", "query", "gallery")
+LAYOUTS = ("auto", "splits", "identities")
+#: The camera of an image read by a pattern without ``camid``, until its reader assigns one.
+NO_CAMERA = -1
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile ``pattern``; it must be a valid regex with named groups ``pid`` and ``camid``."""
+    """Compile ``pattern``; it must be a valid regex with the named group ``pid`` (and may have
+    ``camid``)."""
     try:
         regex = re.compile(pattern)
     except (re.error, TypeError) as exc:
         raise DatasetError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from exc
-    missing = sorted({"pid", "camid"} - set(regex.groupindex))
-    if missing:
-        raise DatasetError(f"pattern {pattern!r} lacks the named group(s) {', '.join(missing)}; "
-                           "it needs (?P<pid>...) and (?P<camid>...)")
+    if "pid" not in regex.groupindex:
+        raise DatasetError(f"pattern {pattern!r} lacks the named group pid; it needs "
+                           "(?P<pid>...) and, for data with cameras, (?P<camid>...)")
     return regex
 
 
 def parse_images(folder: Path, regex: re.Pattern[str], recursive: bool = False) -> list[Sample]:
-    """Samples of the images in ``folder`` with the raw camera numbers of their names.
+    """Samples of the images in ``folder`` with the raw camera numbers of their names
+    (:data:`NO_CAMERA` when ``regex`` has no ``camid`` group).
 
     Every image path (relative to ``folder``) must match ``regex``; negative identities are
     dropped. Files that are not images are ignored.
     """
     samples = []
+    has_camera = "camid" in regex.groupindex
     for path in list_images(folder, recursive):
         match = regex.search(path.relative_to(folder).as_posix())
         if match is None:
             raise DatasetError(f"image {path} does not match the file name pattern "
                                f"{regex.pattern!r}")
         try:
-            pid, camid = int(match["pid"]), int(match["camid"])
+            pid = int(match["pid"])
+            camid = int(match["camid"]) if has_camera else NO_CAMERA
         except (TypeError, ValueError) as exc:
-            raise DatasetError(f"image {path}: pattern {regex.pattern!r} captured "
-                               f"pid={match['pid']!r}, camid={match['camid']!r}; expected "
-                               "integers") from exc
+            captured = ", ".join(f"{group}={match[group]!r}" for group in regex.groupindex
+                                 if group in ("pid", "camid"))
+            raise DatasetError(f"image {path}: pattern {regex.pattern!r} captured {captured}; "
+                               "expected integers") from exc
         if pid >= 0:
             samples.append(Sample(path, pid, camid))
     return samples
 
 
-def read_folder(root: str | Path, pattern: str = DEFAULT_PATTERN) -> ReIDDataset:
-    """Read ``ROOT/{train,query,gallery}`` with identity and camera taken from ``pattern``."""
-    root = require_dir(Path(root), "dataset folder")
-    regex = compile_pattern(pattern)
+def _camera_key(root: Path, split: str, sample: Sample) -> int | str:
+    """What identifies ``sample``'s camera: its number, or without one its path in the split."""
+    if sample.camid != NO_CAMERA:
+        return sample.camid
+    return sample.path.relative_to(root / split).as_posix()
+
+
+def read_split_folders(root: Path, regex: re.Pattern[str]) -> ReIDDataset:
+    """Read ``ROOT/{train,query,gallery}`` with identity and camera taken from ``regex``."""
     splits = {}
     for split in SPLIT_FOLDERS:
-        folder = require_dir(root / split, f"{split} images of a folder dataset")
+        folder = require_dir(root / split, f"{split} images of a folder dataset in layout "
+                                           "'splits'; one folder per identity is layout "
+                                           "'identities', without these folders")
         splits[split] = parse_images(folder, regex, recursive=True)
         check_split(split, splits[split], folder)
-    cameras = sorted({s.camid for samples in splits.values() for s in samples})
-    index = {camid: i for i, camid in enumerate(cameras)}
-    train, query, gallery = ([Sample(s.path, s.pid, index[s.camid]) for s in splits[split]]
+    keys = {split: [_camera_key(root, split, s) for s in samples]
+            for split, samples in splits.items()}
+    index = {key: i for i, key in enumerate(sorted({k for ks in keys.values() for k in ks}))}
+    train, query, gallery = ([Sample(s.path, s.pid, index[key])
+                              for s, key in zip(splits[split], keys[split], strict=True)]
                              for split in SPLIT_FOLDERS)
     check_query_in_gallery(query, gallery, root)
-    return ReIDDataset("folder", relabel(train), query, gallery)
+    return ReIDDataset("folder", relabel(train), query, gallery,
+                       cameras="camid" in regex.groupindex)
+
+
+def _layout(root: Path, layout: str) -> str:
+    """``layout`` with ``auto`` resolved; some but not all split folders (``auto``), or any
+    beside layout ``identities``, are an error (a mixed layout)."""
+    if layout not in LAYOUTS:
+        raise DatasetError(f"folder option layout = {layout!r}; expected one of "
+                           f"{', '.join(LAYOUTS)}")
+    present = [name for name in SPLIT_FOLDERS if (root / name).is_dir()]
+    missing = [name for name in SPLIT_FOLDERS if name not in present]
+    if layout == "auto" and present and missing:
+        raise DatasetError(f"{root} mixes layouts: it has {', '.join(present)}/ but not "
+                           f"{', '.join(missing)}/; layout 'splits' needs all three folders, "
+                           "layout 'identities' (ROOT/<identity>/<image>) none of them")
+    if layout == "auto":
+        return "splits" if present else "identities"
+    if layout == "identities" and present:
+        raise DatasetError(f"{root} mixes layouts: layout 'identities' expects only "
+                           f"ROOT/<identity>/ folders, but it has {', '.join(present)}/; use "
+                           "layout 'splits' for train/query/gallery folders, or move them out")
+    return layout
+
+
+def read_folder(root: str | Path, pattern: str | None = None, layout: str = "auto",
+                split_seed: int | None = None, test_fraction: float | None = None,
+                split_file: str | None = None) -> ReIDDataset:
+    """Read a folder dataset in ``layout`` (see the module docstring). ``pattern`` (default
+    :data:`DEFAULT_PATTERN`) applies to layout ``splits``; ``split_seed``, ``test_fraction``
+    and ``split_file`` to layout ``identities``."""
+    root = require_dir(Path(root), "dataset folder")
+    layout = _layout(root, layout)
+    options = {"pattern": pattern} if layout == "identities" else {
+        "split_seed": split_seed, "test_fraction": test_fraction, "split_file": split_file}
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise DatasetError(f"folder option {given[0]} does not apply to layout {layout!r} of "
+                           f"{root}; remove it from data.options")
+    if layout == "identities":
+        return read_identity_folders(root, split_seed, test_fraction, split_file)
+    return read_split_folders(root, compile_pattern(pattern or DEFAULT_PATTERN))

@@ -9,6 +9,7 @@ from typing import Any
 
 from progreid.data.cuhk01 import read_cuhk01
 from progreid.data.cuhk03 import read_cuhk03
+from progreid.data.identities import SPLIT_NAME
 from progreid.data.market import read_market
 from progreid.data.msmt17 import read_msmt17
 from progreid.data.pattern import read_folder
@@ -55,10 +56,22 @@ def build_dataset(name: str, root: str | Path, **options: Any) -> ReIDDataset:
     return READERS[name](root, **options)
 
 
+def build_run_dataset(name: str, root: str | Path, options: dict[str, Any],
+                      run_dir: str | Path | None) -> ReIDDataset:
+    """:func:`build_dataset` for a run: with the split the run saved (``RUN/split.json``) when
+    there is one and the reader takes a ``split_file`` the options do not already name."""
+    saved = Path(run_dir) / SPLIT_NAME if run_dir is not None else None
+    if (saved is not None and saved.is_file() and name in READERS
+            and "split_file" in reader_options(name) and "split_file" not in options):
+        options = {**options, "split_file": str(saved)}
+    return build_dataset(name, root, **options)
+
+
 def datasets_table(dataset: ReIDDataset) -> str:
-    """A plain-text table like PLA Table 1: identities, images and cameras per split."""
+    """A plain-text table like PLA Table 1: identities, images and cameras per split (``-``
+    for a dataset without cameras)."""
     header = (dataset.name, "identities", "images", "cameras")
-    rows = [(split, f"{ids:,}", f"{images:,}", f"{cams:,}")
+    rows = [(split, f"{ids:,}", f"{images:,}", f"{cams:,}" if dataset.cameras else "-")
             for split, ids, images, cams in dataset.summary()]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from progreid.errors import DatasetError
 
@@ -30,6 +31,9 @@ class ReIDDataset:
     ``train`` identities are relabelled 0..N-1 (see :func:`relabel`); query and gallery keep the
     original identities so that evaluation compares them directly. ``multi_query`` holds the
     extra query images of the Market-1501 multi-query protocol (its ``gt_bbox`` folder), if any.
+    A dataset without ``cameras`` gives every image a camera of its own (so only the identical
+    image is junk); ``split`` is the query/gallery split a reader drew, as the JSON record the
+    run folder saves (``split.json``), or None when the folders are the split.
     """
 
     name: str
@@ -37,6 +41,8 @@ class ReIDDataset:
     query: list[Sample]
     gallery: list[Sample]
     multi_query: list[Sample] = field(default_factory=list)
+    cameras: bool = True
+    split: dict[str, Any] | None = None
 
     @property
     def num_train_pids(self) -> int:
@@ -45,13 +51,15 @@ class ReIDDataset:
     def summary(self) -> list[tuple[str, int, int, int]]:
         """Rows (split, identities, images, cameras) as in PLA Table 1.
 
-        A ``multi-query`` row follows when the dataset has multi-query images.
+        A ``multi-query`` row follows when the dataset has multi-query images; cameras are 0
+        for a dataset without cameras.
         """
         splits = [("train", self.train), ("query", self.query), ("gallery", self.gallery)]
         if self.multi_query:
             splits.append(("multi-query", self.multi_query))
         return [(split, len({s.pid for s in samples}), len(samples),
-                 len({s.camid for s in samples})) for split, samples in splits]
+                 len({s.camid for s in samples}) if self.cameras else 0)
+                for split, samples in splits]
 
 
 def relabel(samples: Iterable[Sample]) -> list[Sample]:

@@ -90,14 +90,15 @@ def sample_ranked_lists(run_dir: Path, queries: int = 6, top: int = 10,
                         device: torch.device | str = "cpu") -> list[QueryResult]:
     """Rank the run's test gallery for ``queries`` query images spread over the query set,
     with the run's model and evaluation settings (metric, test-time augmentation, PCA)."""
-    from progreid.data import build_dataset
-    from progreid.deploy.bundle import load_bundle
+    from progreid.data import build_run_dataset
+    from progreid.deploy.bundle import load_bundle, resolve_bundle_path
     from progreid.search.embed import embed_samples
     from progreid.search.ranking import exact_top_k, prepare
 
     bundle = load_bundle(run_dir, device)
     cfg = bundle.config
-    dataset = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
+    dataset = build_run_dataset(cfg.data.dataset, cfg.data.root, cfg.data.options,
+                                resolve_bundle_path(run_dir).parent)
     chosen = spread(dataset.query, queries)
     query, gallery = (prepare(embed_samples(bundle, samples, device, cfg.eval.batch_size),
                               cfg.eval.metric) for samples in (chosen, dataset.gallery))

@@ -2,7 +2,8 @@
 
 A run folder holds ``config.yaml`` (the resolved config), ``environment.json`` (versions),
 ``metrics.jsonl`` (the log), ``checkpoints/last.pt`` (for ``--resume``), ``model.pt`` (the
-deployable bundle) and ``results.json`` (final metrics).
+deployable bundle), ``results.json`` (final metrics) and, for a dataset whose split was drawn
+(one folder per identity), ``split.json``, which ``--resume``, ``evaluate`` and ``report`` reuse.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 
 import progreid
 from progreid.config import Config, ConfigError, save_config
-from progreid.data import DatasetError, ReIDDataset, build_dataset
+from progreid.data import DatasetError, ReIDDataset, build_run_dataset
+from progreid.data.identities import save_split
 from progreid.data.validation import check_against_dataset, validate_dataset
 from progreid.deploy.bundle import BUNDLE_NAME, save_bundle
 from progreid.evaluation.features import Embedder
@@ -50,10 +52,11 @@ class StandardPlan(Plan):
 PLANS: dict[str, type[Plan]] = {"standard": StandardPlan, "pla": PLAPlan, "trc": TRCPlan}
 
 
-def load_dataset(cfg: Config) -> ReIDDataset:
-    """The configured dataset; a folder the system refuses to list is a :class:`DatasetError`."""
+def load_dataset(cfg: Config, run_dir: Path | None = None) -> ReIDDataset:
+    """The configured dataset, with the split saved in ``run_dir`` when given and there is one;
+    a folder the system refuses to list is a :class:`DatasetError`."""
     try:
-        return build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
+        return build_run_dataset(cfg.data.dataset, cfg.data.root, cfg.data.options, run_dir)
     except OSError as exc:
         raise DatasetError(f"cannot read dataset {cfg.data.dataset} at {cfg.data.root}: {exc}; "
                            "check that the folder exists and is readable") from exc
@@ -137,12 +140,13 @@ def train(cfg: Config, resume: bool = False, rank: int = 0,
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
     run_dir = check_run_dir(cfg, resume)
-    dataset, scan = validate_dataset(load_dataset(cfg), cfg.data)
+    dataset, scan = validate_dataset(load_dataset(cfg, run_dir if resume else None), cfg.data)
     check_against_dataset(cfg.data, dataset, world_size)
     trainer = Trainer(cfg, dataset, run_dir, rank=rank, world_size=world_size)
     progress = trainer.load_checkpoint() if resume else {}
     if trainer.is_main:
         write_run_files(cfg, run_dir, resume)
+        save_split(dataset, run_dir)
     log = MetricsLog(run_dir / METRICS_NAME, enabled=trainer.is_main)
     if resume:
         log.truncate_after(trainer.epoch)
