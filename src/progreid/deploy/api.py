@@ -98,7 +98,7 @@ class ReIDModel(ABC):
     @abstractmethod
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """``B x D`` float32 embeddings on ``device`` of a uint8 RGB ``B x 3 x height x width``
-        CPU batch."""
+        batch (on any device)."""
 
     def embed(self, images: Images, batch_size: int = 64, bgr: bool = False,
               as_tensor: bool = False) -> np.ndarray | torch.Tensor:

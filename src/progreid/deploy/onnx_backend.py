@@ -62,7 +62,7 @@ class OnnxReIDModel(ReIDModel):
         return self.embedding_dim
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        images = np.ascontiguousarray(batch.numpy())
+        images = np.ascontiguousarray(batch.cpu().numpy())
         features = self.session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
         return torch.from_numpy(features).to(self.device)
 
