@@ -15,6 +15,7 @@ from deploy_helpers import make_run
 from PIL import Image
 
 import progreid
+from progreid import errors as progreid_errors
 from progreid.data.sample import Sample
 from progreid.deploy.bundle import load_bundle
 from progreid.search.index import build_index, open_index
@@ -73,8 +74,12 @@ INPUTS = {
 }
 
 
+@pytest.mark.parametrize("backend", ["model", "onnx_model"])
 @pytest.mark.parametrize("kind", INPUTS)
-def test_embed_equals_the_evaluation_features(model, paths, evaluated, kind):
+def test_embed_equals_the_evaluation_features(request, paths, evaluated, kind, backend):
+    """PyTorch, and its ONNX export (onnxruntime's float32 arithmetic differs from PyTorch's by
+    about 1e-6 here)."""
+    model = request.getfixturevalue(backend)
     images, bgr = INPUTS[kind](paths)
     features = model.embed(images, batch_size=2, bgr=bgr)
     assert features.dtype == np.float32 and features.shape == (len(paths), model.dim)
@@ -225,3 +230,64 @@ def test_readme_tracker_example_runs_as_written(tmp_path, monkeypatch, run, data
     queries = len(list((data / "query").glob("*.jpg")))
     assert len(printed) == min(queries, 20) and all(" track " in line for line in printed)
     assert len(progreid.Gallery.load(tmp_path / "tracks.idx")) == len(printed)
+
+
+# ------------------------------------------------------------------ the ONNX backend
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory, run):
+    """The run exported to ONNX (flip averaging and PCA in the graph) and loaded back."""
+    pytest.importorskip("onnxscript", reason="the 'export' extra (onnxscript) is not installed")
+    pytest.importorskip("onnxruntime", reason="the 'export' extra (onnxruntime) is not installed")
+    from progreid.deploy.export import export_run
+
+    out = tmp_path_factory.mktemp("onnx") / "reid.onnx"
+    export_run(run, "onnx", out)
+    return progreid.load(out, device="cpu")
+
+
+def test_onnx_model_has_the_interface_of_the_pytorch_model(onnx_model, model, paths):
+    assert isinstance(onnx_model, progreid.ReIDModel) and onnx_model.path.suffix == ".onnx"
+    assert (onnx_model.dim, onnx_model.metric, onnx_model.height, onnx_model.width) == (
+        model.dim, "cosine", RUN_HEIGHT, 32)
+    assert onnx_model.config == model.config and onnx_model.dtype == torch.float32
+    features = onnx_model.embed(paths, as_tensor=True)
+    assert isinstance(features, torch.Tensor) and features.device == torch.device("cpu")
+    assert onnx_model.embed([]).shape == (0, model.dim)
+    frame = frame_of(paths)
+    np.testing.assert_allclose(onnx_model.embed_crops(frame, BOXES), model.embed_crops(
+        frame, BOXES), atol=1e-5)
+
+
+def test_a_gallery_of_the_onnx_model_searches_as_the_pytorch_one(tmp_path, onnx_model, gallery,
+                                                                  data, paths):
+    images = sorted((data / "bounding_box_test").iterdir())
+    served = progreid.Gallery.create(onnx_model)
+    served.add(images)
+    served.save(tmp_path / "g")
+    reopened = progreid.Gallery.load(tmp_path / "g", device="cpu")  # loads the .onnx again
+    for results in (served.search(paths, top_k=5), reopened.search(paths, top_k=5)):
+        for got, want in zip(results, gallery.search(paths, top_k=5), strict=True):
+            assert [m.index for m in got.matches] == [m.index for m in want.matches]
+
+
+def test_onnx_files_progreid_cannot_serve_are_refused(tmp_path, onnx_model):
+    onnx = pytest.importorskip("onnx", reason="the 'export' extra (onnx) is not installed")
+    from onnx import TensorProto, helper
+
+    bare = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["embedding"])], "bare",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 4])]))
+    onnx.save(bare, tmp_path / "bare.onnx")
+    with pytest.raises(progreid_errors.CheckpointError, match="bare.onnx has no progreid "
+                                                             "metadata.*progreid export"):
+        progreid.load(tmp_path / "bare.onnx", device="cpu")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(progreid_errors.CheckpointError, match="junk.onnx is not a readable ONNX"):
+        progreid.load(tmp_path / "junk.onnx", device="cpu")
+    with pytest.raises(progreid_errors.CheckpointError, match="model file not found"):
+        progreid.load(tmp_path / "missing.onnx", device="cpu")
+    with pytest.raises(ValueError, match="precision it was exported in"):
+        progreid.load(onnx_model.path, device="cpu", dtype=torch.float16)
+    with pytest.raises(ValueError, match="ONNX models run on 'cpu' or 'cuda'"):
+        progreid.load(onnx_model.path, device="meta")

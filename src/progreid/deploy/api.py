@@ -1,15 +1,17 @@
-"""The Python API of a trained model: :func:`load` a run, then :meth:`ReIDModel.embed` images
-or :meth:`ReIDModel.embed_crops` person boxes of a frame.
+"""The Python API of a trained model: :func:`load` a run or an exported ONNX file, then
+:meth:`ReIDModel.embed` images or :meth:`ReIDModel.embed_crops` person boxes of a frame.
 
 Every input is brought to what evaluation decodes from a file (RGB uint8 at the run's
-``data.height x data.width``, bilinear resize) and embedded by the run's
+``data.height x data.width``, bilinear resize) and embedded by the backend: for a run, its
 :class:`~progreid.evaluation.features.Embedder` (:meth:`Bundle.embedder`: normalisation,
 network, flip or 10-crop test-time augmentation, PCA), so the features are those of
-``progreid evaluate``: raw, not L2-normalised (the cosine metric normalises when it compares).
+``progreid evaluate``: raw, not L2-normalised (the cosine metric normalises when it compares);
+for an ``.onnx`` file, the exported graph (:mod:`progreid.deploy.onnx_backend`).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ import torch
 from numpy.typing import ArrayLike
 from PIL import Image
 
+from progreid.config import Config
 from progreid.data.loading import decode_image, image_array
 from progreid.deploy.bundle import Bundle, load_bundle, resolve_bundle_path
 from progreid.evaluation.features import Embedder
@@ -64,31 +67,38 @@ def pixel_boxes(boxes_xyxy: ArrayLike, height: int, width: int) -> np.ndarray:
     return pixels
 
 
-@dataclass
-class ReIDModel:
-    """A run's model on ``device``, embedding images as its evaluation did. ``dtype`` other than
-    float32 runs the network under autocast (faster, not bit-equal to evaluation)."""
+class ReIDModel(ABC):
+    """What :func:`load` returns, whichever file it opened: ``embed`` and ``embed_crops`` of
+    the run's model on ``device``, with the run's ``config`` (``metric``, input size) and the
+    embedding length ``dim``. A backend embeds one uint8 batch at the run's size."""
 
-    bundle: Bundle
     path: Path
     device: torch.device
-    dtype: torch.dtype = torch.float32
-    embedder: Embedder = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.embedder = self.bundle.embedder()
+    dtype: torch.dtype
+    config: Config
 
     @property
     def metric(self) -> str:
         """The run's ``eval.metric``: how its features are compared."""
-        return self.bundle.config.eval.metric
+        return self.config.eval.metric
 
     @property
+    def height(self) -> int:
+        return self.config.data.height
+
+    @property
+    def width(self) -> int:
+        return self.config.data.width
+
+    @property
+    @abstractmethod
     def dim(self) -> int:
         """Length of one embedding (after the PCA when the run has one)."""
-        projection = self.embedder.projection
-        return int(projection.components.shape[0]) if projection is not None \
-            else int(self.bundle.model.embedding_dim)
+
+    @abstractmethod
+    def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """``B x D`` float32 embeddings on ``device`` of a uint8 RGB ``B x 3 x height x width``
+        batch (on any device)."""
 
     def embed(self, images: Images, batch_size: int = 64, bgr: bool = False,
               as_tensor: bool = False) -> np.ndarray | torch.Tensor:
@@ -123,15 +133,14 @@ class ReIDModel:
 
     def _pixels(self, image: ImageLike, bgr: bool) -> np.ndarray:
         """One image as an ``height x width x 3`` uint8 RGB array."""
-        height, width = self.embedder.height, self.embedder.width
         if isinstance(image, str | Path):
-            return decode_image(image, height, width)
+            return decode_image(image, self.height, self.width)
         if isinstance(image, np.ndarray):
             image = array_image(image, bgr)
         if not isinstance(image, Image.Image):
             raise TypeError(f"cannot embed a {type(image).__name__}: pass file paths, PIL "
                             "images or H x W x 3 uint8 arrays")
-        return image_array(image, height, width)
+        return image_array(image, self.height, self.width)
 
     def _fit_tensor(self, batch: torch.Tensor, bgr: bool) -> torch.Tensor:
         """A uint8 ``B x 3 x H x W`` batch in RGB at the run's size (resized like files)."""
@@ -139,11 +148,37 @@ class ReIDModel:
             raise ValueError(f"a tensor batch must be uint8 B x 3 x H x W, got shape "
                              f"{tuple(batch.shape)} and dtype {batch.dtype}")
         batch = batch.flip(1) if bgr else batch
-        if tuple(batch.shape[2:]) == (self.embedder.height, self.embedder.width):
+        if tuple(batch.shape[2:]) == (self.height, self.width):
             return batch
         arrays = batch.permute(0, 2, 3, 1).cpu().numpy()
         return torch.from_numpy(np.stack([self._pixels(array, False) for array in arrays])
                                 ).permute(0, 3, 1, 2)
+
+
+@dataclass
+class TorchReIDModel(ReIDModel):
+    """A run's PyTorch model (``model.pt`` or ``model.safetensors``), embedding images as its
+    evaluation did. ``dtype`` other than float32 runs the network under autocast (faster, not
+    bit-equal to evaluation)."""
+
+    bundle: Bundle
+    path: Path
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    embedder: Embedder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.embedder = self.bundle.embedder()
+
+    @property
+    def config(self) -> Config:
+        return self.bundle.config
+
+    @property
+    def dim(self) -> int:
+        projection = self.embedder.projection
+        return int(projection.components.shape[0]) if projection is not None \
+            else int(self.bundle.model.embedding_dim)
 
     def _autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.dtype,
@@ -157,10 +192,16 @@ class ReIDModel:
 
 def load(path: str | Path, device: torch.device | str = "auto",
          dtype: torch.dtype = torch.float32) -> ReIDModel:
-    """The model of a run folder or ``model.pt`` on ``device`` (``auto``: CUDA when there is
-    one), embedding in ``dtype`` (float32, or bfloat16 / float16 under autocast)."""
+    """The model of a run folder, its ``model.pt`` or ``model.safetensors``, or an ``.onnx``
+    file written by ``progreid export`` (onnxruntime), on ``device`` (``auto``: CUDA when there
+    is one), embedding in ``dtype`` (float32, or for PyTorch bfloat16 / float16 under
+    autocast; an ONNX file keeps the precision it was exported in)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(map(str, DTYPES))}, got {dtype}")
+    if Path(path).suffix == ".onnx":
+        from progreid.deploy.onnx_backend import load_onnx
+
+        return load_onnx(Path(path), str(device), dtype)
     device = resolve_device(str(device))
     bundle = load_bundle(path, device)
-    return ReIDModel(bundle, resolve_bundle_path(path).resolve(), device, dtype)
+    return TorchReIDModel(bundle, resolve_bundle_path(path).resolve(), device, dtype)
