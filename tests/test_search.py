@@ -1,5 +1,7 @@
 """Gallery search: exact top-k equal to a brute-force reference, FAISS recall on a clustered
-gallery, an index that grows without being rebuilt, the JSON and the picture."""
+gallery, an index that grows without being rebuilt, re-ranking with the run's settings, the
+JSON and the picture. ``progreid index`` / ``search`` and :class:`progreid.Gallery` are one code
+path: the commands are driven here, their results checked against references."""
 
 from __future__ import annotations
 
@@ -11,19 +13,25 @@ import torch
 from deploy_helpers import make_run, synthetic_data
 from PIL import Image
 
+import progreid
 from progreid.cli import main
+from progreid.data.sample import Sample
 from progreid.deploy.bundle import load_bundle
-from progreid.search.embed import embed_samples, image_samples, parse_name
-from progreid.search.index import (
-    GalleryIndexError,
-    append_to_index,
-    build_index,
-    folder_images,
-    open_index,
-)
+from progreid.search.embed import embed_samples, parse_name
+from progreid.search.index import GalleryIndexError, folder_images, open_index
 from progreid.search.picture import draw_ranked_lists
-from progreid.search.query import match_status, search_images
-from progreid.search.ranking import exact_top_k, prepare
+from progreid.search.query import match_status
+from progreid.search.ranking import exact_top_k, prepare, rerank_top_k
+
+
+def index_command(run, images, out, *options) -> int:
+    return main(["index", str(run), str(images), "--out", str(out), "--device", "cpu",
+                 *options])
+
+
+def evaluation_features(run, paths) -> np.ndarray:
+    """The features evaluation computes for image files (the run's Embedder)."""
+    return embed_samples(load_bundle(run), [Sample(p, -1, -1) for p in paths]).numpy()
 
 
 def reference_top_k(queries: np.ndarray, gallery: np.ndarray, k: int):
@@ -116,15 +124,19 @@ def test_match_status_follows_the_market_protocol():
 
 
 def test_search_returns_the_exact_top_k(tmp_path, run, data):
-    index = build_index(run, data / "bounding_box_test", tmp_path / "index", ann="none")
-    assert len(index) == len(folder_images(data / "bounding_box_test")) and index.ann is None
-    bundle = load_bundle(run)
+    assert index_command(run, data / "bounding_box_test", tmp_path / "index", "--ann",
+                         "none") == 0
+    index = open_index(tmp_path / "index")
+    images = folder_images(data / "bounding_box_test")
+    assert [item.path for item in index.items] == [str(p.resolve()) for p in images]
+    assert index.ann is None and index.model == str((run / "model.pt").resolve())
+    np.testing.assert_allclose(index.features, evaluation_features(run, images), atol=1e-5)
     queries = sorted((data / "query").iterdir())[:4]
-    results = search_images(open_index(tmp_path / "index"), bundle, queries, top=10)
-    query_features = embed_samples(bundle, image_samples(queries)).numpy()
-    ref_d, ref_i = reference_top_k(query_features, index.features, 10)
+    results = progreid.Gallery.load(tmp_path / "index", device="cpu").search(queries, 10)
+    ref_d, ref_i = reference_top_k(evaluation_features(run, queries), index.features, 10)
     for result, query, dists, idxs in zip(results, queries, ref_d, ref_i, strict=True):
         assert result.query == str(query.resolve())
+        assert (result.pid, result.camid) == parse_name(query)
         assert [m.index for m in result.matches] == idxs.tolist()
         np.testing.assert_allclose([m.distance for m in result.matches], dists, atol=1e-4)
         for m in result.matches:
@@ -135,45 +147,67 @@ def test_search_returns_the_exact_top_k(tmp_path, run, data):
 def test_append_adds_only_new_images_without_rebuilding(tmp_path, run, data):
     images = folder_images(data / "bounding_box_test")
     first, rest = images[:60], images[60:]
-    index = build_index(run, first, tmp_path / "index", ann="ivf")
+    gallery = progreid.Gallery.create(progreid.load(run, device="cpu"), ann="ivf")
+    gallery.add(first)
+    gallery.save(tmp_path / "index")
     shard0 = (tmp_path / "index" / "features" / "00000.npy").read_bytes()
-    assert index.ann["count"] == 60
-    index, added = append_to_index(tmp_path / "index", data / "bounding_box_test")
-    assert added == len(rest) and len(index) == len(images)
+    assert gallery.index.ann["count"] == 60
+    assert index_command(run, data / "bounding_box_test", tmp_path / "index", "--append") == 0
+    index = open_index(tmp_path / "index")
+    assert len(index) == len(images) == len(first) + len(rest)
     assert (tmp_path / "index" / "features" / "00000.npy").read_bytes() == shard0
     assert index.shards == ["00000.npy", "00001.npy"]
     assert index.ann["count"] == len(images) and index.load_ann().ntotal == len(images)
-    assert append_to_index(tmp_path / "index", data / "bounding_box_test")[1] == 0
+    assert index_command(run, data / "bounding_box_test", tmp_path / "index", "--append") == 0
+    assert open_index(tmp_path / "index").shards == index.shards  # nothing new: no shard
     # The grown index holds what a fresh build over all images would hold.
-    fresh = build_index(run, data / "bounding_box_test", tmp_path / "fresh", ann="none")
-    reopened = open_index(tmp_path / "index")
-    assert [i.path for i in reopened.items] == [i.path for i in fresh.items]
-    np.testing.assert_allclose(reopened.features, fresh.features, atol=1e-5)
+    assert index_command(run, data / "bounding_box_test", tmp_path / "fresh", "--ann",
+                         "none") == 0
+    fresh = open_index(tmp_path / "fresh")
+    assert [i.path for i in index.items] == [i.path for i in fresh.items]
+    np.testing.assert_allclose(index.features, fresh.features, atol=1e-5)
     # Search through FAISS agrees with exact search here (recall-tuned nprobe on a tiny index).
-    bundle = load_bundle(run)
+    gallery = progreid.Gallery.load(tmp_path / "index", device="cpu")
     queries = sorted((data / "query").iterdir())[:3]
-    via_faiss = search_images(reopened, bundle, queries, top=5)
-    exact = search_images(reopened, bundle, queries, top=5, exact=True)
+    via_faiss = gallery.search(queries, top_k=5)
+    exact = gallery.search(queries, top_k=5, exact=True)
     overlap = np.mean([len({m.index for m in a.matches} & {m.index for m in b.matches}) / 5
                        for a, b in zip(via_faiss, exact, strict=True)])
-    assert overlap >= reopened.ann["recall_at_10"] - 0.2
+    assert overlap >= index.ann["recall_at_10"] - 0.2
 
 
-def test_index_errors_name_the_problem(tmp_path, run, data):
+def test_index_errors_name_the_problem(tmp_path, run, data, capsys):
     with pytest.raises(GalleryIndexError, match="not a progreid index"):
         open_index(tmp_path)
-    build_index(run, sorted((data / "query").iterdir())[:3], tmp_path / "index")
-    with pytest.raises(GalleryIndexError, match="already holds an index"):
-        build_index(run, data / "query", tmp_path / "index")
-    with pytest.raises(FileNotFoundError, match="image folder not found"):
-        build_index(run, tmp_path / "nowhere", tmp_path / "other")
+    assert index_command(run, data / "query", tmp_path / "index") == 0
+    capsys.readouterr()
+    assert index_command(run, data / "query", tmp_path / "index") == 2
+    assert "already holds an index" in capsys.readouterr().err
+    assert index_command(run, tmp_path / "nowhere", tmp_path / "other") == 2
+    assert "image folder not found" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+    assert index_command(run, data / "query", tmp_path / "nothing", "--append") == 2
+    assert "not a progreid index" in capsys.readouterr().err
+
+
+def test_rerank_uses_the_runs_eval_settings(tmp_path, run, data):
+    """``search --rerank`` re-ranks with the run's eval.k1 / k2 / lambda_value, as
+    :func:`rerank_top_k` does with them on the index's features."""
+    gallery = progreid.Gallery.create(progreid.load(run, device="cpu"))
+    gallery.add(folder_images(data / "bounding_box_test"))
+    queries = sorted((data / "query").iterdir())[:3]
+    cfg = load_bundle(run).config.eval
+    expected = rerank_top_k(torch.from_numpy(evaluation_features(run, queries)),
+                            torch.from_numpy(gallery.index.searchable), 6, cfg.k1, cfg.k2,
+                            cfg.lambda_value)[1]
+    results = gallery.search(queries, top_k=6, rerank=True)
+    assert [[m.index for m in r.matches] for r in results] == expected.tolist()
+    assert results != gallery.search(queries, top_k=6)  # re-ranking changes the order here
 
 
 def test_rerank_over_a_small_gallery_equals_full_re_ranking():
     rerank = pytest.importorskip("progreid.evaluation.rerank",
                                  reason="progreid.evaluation.rerank is not available")
-    from progreid.search.ranking import rerank_top_k
-
     rng = np.random.default_rng(0)
     gallery = torch.tensor(rng.normal(size=(40, 6)), dtype=torch.float32)
     queries = torch.tensor(rng.normal(size=(3, 6)), dtype=torch.float32)
@@ -198,13 +232,17 @@ def test_search_command_json_and_picture(tmp_path, run, data, capsys):
     assert [m["rank"] for m in printed["results"][0]["matches"]] == [1, 2, 3, 4]
     with Image.open(picture) as image:
         assert image.width > image.height > 128
+    gallery = progreid.Gallery.load(tmp_path / "index", device="cpu")
+    assert printed["results"] == [r.to_dict() for r in gallery.search(queries, top_k=4)]
     assert main(["search", str(tmp_path / "index"), "missing.jpg"]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
 
 
 def test_picture_has_one_row_per_query(tmp_path, run, data):
-    index = build_index(run, data / "bounding_box_test", tmp_path / "index")
+    gallery = progreid.Gallery.create(progreid.load(run, device="cpu"))
+    gallery.add(folder_images(data / "bounding_box_test"))
     queries = sorted((data / "query").iterdir())[:3]
-    results = search_images(index, load_bundle(run), queries, top=6)
+    results = gallery.search(queries, top_k=6)
     out = draw_ranked_lists(results, tmp_path / "p.png", height=100, width=50)
     with Image.open(out) as image:
         rows = image.height // (100 + 8 + 16 + 6)

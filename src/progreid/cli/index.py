@@ -1,4 +1,5 @@
-"""`progreid index RUN_DIR IMAGES_DIR --out INDEX_DIR [--append]`."""
+"""`progreid index RUN_DIR IMAGES_DIR --out INDEX_DIR [--append]`: a :class:`progreid.Gallery`
+built from (or grown by) a folder of images."""
 
 from __future__ import annotations
 
@@ -17,23 +18,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="FAISS IVF index: auto = from --ann-threshold images on")
     parser.add_argument("--ann-threshold", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from progreid.search.index import append_to_index, build_index
-    from progreid.utils.device import resolve_device
+    from progreid.deploy.api import load
+    from progreid.search.gallery import Gallery
+    from progreid.search.index import check_new_root, folder_images
 
-    device = resolve_device(args.device)
     if args.append:
-        index, added = append_to_index(args.out, args.images, device, args.batch_size,
-                                       args.workers)
+        gallery = Gallery.load(args.out, device=args.device)
+        added = gallery.add(gallery.new_files(args.images), batch_size=args.batch_size)
+        gallery.save()
     else:
-        index = build_index(args.run, args.images, args.out, device, args.batch_size,
-                            args.workers, args.ann, args.ann_threshold)
-        added = len(index)
+        check_new_root(args.out)
+        images = folder_images(args.images)
+        gallery = Gallery.create(load(args.run, args.device), args.ann, args.ann_threshold)
+        added = gallery.add(images, batch_size=args.batch_size)
+        gallery.save(args.out)
+    index = gallery.index
     known = sum(item.pid >= 0 for item in index.items)
     print(f"{args.out}: {added} images added, {len(index)} in total ({known} with identity "
           f"and camera from their names), {index.dim}-d {index.metric} embeddings, "

@@ -1,4 +1,5 @@
-"""`progreid search INDEX_DIR QUERY_IMAGE... --top 10 [--rerank] [--json]`."""
+"""`progreid search INDEX_DIR QUERY_IMAGE... --top 10 [--rerank] [--json]`: a
+:class:`progreid.Gallery` searched for query images."""
 
 from __future__ import annotations
 
@@ -24,19 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from progreid.config import ConfigError
-    from progreid.deploy.bundle import load_bundle
-    from progreid.search.index import open_index
+    from progreid.deploy.api import load
+    from progreid.search.gallery import Gallery
     from progreid.search.picture import draw_ranked_lists
-    from progreid.search.query import search_images
-    from progreid.utils.device import resolve_device
 
     if args.top < 1:
         raise ConfigError(f"--top {args.top}: must be at least 1")
-    device = resolve_device(args.device)
-    index = open_index(args.index)
-    bundle = load_bundle(args.model or index.model, device)
-    results = search_images(index, bundle, args.queries, args.top, args.rerank, args.exact,
-                            device)
+    model = load(args.model, args.device) if args.model else None
+    gallery = Gallery.load(args.index, model, args.device)
+    results = gallery.search(args.queries, args.top, rerank=args.rerank, exact=args.exact)
     picture = draw_ranked_lists(results, args.picture)
     if args.json:
         print(json.dumps({"picture": str(picture), "results": [r.to_dict() for r in results]},

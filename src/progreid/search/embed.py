@@ -1,5 +1,5 @@
-"""Image files -> embeddings with a run's model through :meth:`Bundle.embedder`, exactly as
-evaluation computes them, so that index and queries live in the same space."""
+"""Dataset samples -> embeddings through :meth:`Bundle.embedder`, exactly as evaluation computes
+them, and the identity and camera of a Market-style file name (gallery items and queries)."""
 
 from __future__ import annotations
 
@@ -26,17 +26,6 @@ def parse_name(path: Path, pattern: re.Pattern[str] = MARKET_NAME) -> tuple[int,
     if match is None or int(match["pid"]) < 0 or int(match["camid"]) < 1:
         return UNKNOWN, UNKNOWN
     return int(match["pid"]), int(match["camid"]) - 1
-
-
-def image_samples(paths: Sequence[str | Path]) -> list[Sample]:
-    """Samples of image files with identity and camera parsed from their names when possible."""
-    samples = []
-    for path in paths:
-        path = Path(path).resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path}")
-        samples.append(Sample(path, *parse_name(path)))
-    return samples
 
 
 def embed_samples(bundle: Bundle, samples: Sequence[Sample], device: torch.device | str = "cpu",

@@ -22,6 +22,7 @@ from progreid.search.index import (
     add_items,
     check_new_root,
     empty_index,
+    folder_images,
     open_index,
     write_new_items,
 )
@@ -103,46 +104,54 @@ class Gallery:
             self._model = load(self.index.model, self._device)
         return self._model
 
-    def features_of(self, values: FeaturesOrImages, bgr: bool = False) -> np.ndarray:
+    def features_of(self, values: FeaturesOrImages, bgr: bool = False,
+                    batch_size: int = 64) -> np.ndarray:
         """``N x D`` float32 features: given, or embedded by the model."""
         if is_features(values):
             features = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) \
                 else values
             return np.ascontiguousarray(features, dtype=np.float32)
-        return self.model.embed(values, bgr=bgr)
+        return self.model.embed(values, batch_size, bgr)
+
+    def new_files(self, images: str | Path | Sequence[str | Path]) -> list[Path]:
+        """The image files of a folder (searched recursively) or a list that the gallery does
+        not hold yet (by absolute path): what ``progreid index --append`` adds."""
+        paths = folder_images(images) if isinstance(images, str | Path) else images
+        known = {item.path for item in self.index.items}
+        return [Path(p).resolve() for p in paths if str(Path(p).resolve()) not in known]
 
     def add(self, values: FeaturesOrImages, paths: Sequence[str] | None = None,
             pids: Sequence[int] | None = None, camids: Sequence[int] | None = None,
-            bgr: bool = False) -> int:
-        """Add features or images (every one given, even a file already in the gallery, unlike
-        ``progreid index --append``); returns how many. Names default to the files' absolute
-        paths (``#N`` otherwise); identities and cameras to those parsed from Market-style
-        names (-1 when unknown)."""
-        features = self.features_of(values, bgr)
+            bgr: bool = False, batch_size: int = 64) -> int:
+        """Add features or images (every one given, even a file already in the gallery: see
+        :meth:`new_files`); returns how many. Names default to the files' absolute paths
+        (``#N`` otherwise); identities and cameras to those parsed from Market-style names (-1
+        when unknown)."""
+        features = self.features_of(values, bgr, batch_size)
         names = list(paths) if paths is not None else item_names(values, len(self))
         add_items(self.index, features, labelled_items(names, pids, camids))
         self.unsaved += len(features)
         return len(features)
 
     def search(self, queries: FeaturesOrImages, top_k: int = 10, pool: Pooling | None = None,
-               bgr: bool = False, exact: bool = False, rerank: bool = False) -> list[QueryResult]:
+               bgr: bool = False, exact: bool = False, rerank: bool = False,
+               batch_size: int = 64) -> list[QueryResult]:
         """The ``top_k`` nearest items of each query (features or images), nearest first; with
-        ``pool`` (``avg`` or ``max``) the queries are one tracklet searched as one query."""
+        ``pool`` (``avg`` or ``max``) the queries are one tracklet searched as one query.
+        ``rerank`` re-ranks (k-reciprocal) with the model's ``eval`` settings (k1, k2,
+        lambda_value); ``exact`` skips the FAISS index."""
         if len(self) == 0:
             raise ValueError("the gallery is empty: add images or features before searching")
-        features = torch.from_numpy(self.features_of(queries, bgr))
+        features = torch.from_numpy(self.features_of(queries, bgr, batch_size))
         if len(features) == 0:
             raise ValueError("search needs at least one query")
         items = labelled_items(item_names(queries, 0), None, None)
         if pool is not None:
             features = pool_tracklet(features, pool)
             items = labelled_items([f"tracklet of {len(items)}"], None, None)
-        options = {}
-        if rerank:
-            cfg = self.model.config.eval
-            options = {"k1": cfg.k1, "k2": cfg.k2, "lambda_value": cfg.lambda_value}
-        distances, indices = rank_gallery(self.index, features, top_k, rerank,
-                                          exact or self.unsaved > 0, **options)
+        settings = self.model.config.eval if rerank else None
+        distances, indices = rank_gallery(self.index, features, top_k,
+                                          exact or self.unsaved > 0, settings)
         return ranked_results(items, self.index.items, distances, indices)
 
     def save(self, path: str | Path | None = None) -> Path:

@@ -9,6 +9,7 @@ Layout of ``INDEX_DIR``::
 Every file is written atomically and the manifest last, so an interrupted build or append
 leaves the previous index intact. Appending embeds only the new images into a new shard and
 adds them to the FAISS index without retraining it: nothing already indexed is recomputed.
+Images are embedded by :class:`~progreid.search.gallery.Gallery`, the index as an object.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import numpy as np
 import torch
 
 from progreid.data.sample import DatasetError, list_images
-from progreid.deploy.bundle import Bundle, load_bundle, resolve_bundle_path
 from progreid.search import ann as ann_lib
-from progreid.search.embed import embed_samples, image_samples
 from progreid.search.ranking import prepare
 from progreid.utils.io import atomic_write, atomic_write_json
 
@@ -152,22 +151,6 @@ def _update_ann(index: GalleryIndex, new_features: np.ndarray, seed: int = 0) ->
                  "count": int(faiss_index.ntotal)}
 
 
-def build_index(run: str | Path, images: str | Path | Sequence[str | Path], out: str | Path,
-                device: torch.device | str = "cpu", batch_size: int = 64, workers: int = 0,
-                ann: AnnPolicy = "auto", ann_threshold: int = ANN_THRESHOLD) -> GalleryIndex:
-    """Embed the images (a folder or a list of files) with the run's model into a new index.
-
-    ``ann``: ``auto`` builds a FAISS IVF index once the gallery has ``ann_threshold`` images,
-    ``ivf`` always, ``none`` never (exact search only).
-    """
-    check_new_root(out)
-    bundle = load_bundle(run, device)
-    model_path = str(resolve_bundle_path(run).resolve())
-    index = empty_index(Path(out), model_path, bundle.config.eval.metric, ann, ann_threshold)
-    _add(index, bundle, images, device, batch_size, workers)
-    return index
-
-
 def check_new_root(root: str | Path) -> None:
     """Refuse to write a new index over an existing one."""
     if (Path(root) / MANIFEST).exists():
@@ -181,29 +164,6 @@ def empty_index(root: Path | None, model: str, metric: str, ann: AnnPolicy = "au
     if ann not in ("auto", "ivf", "none"):
         raise ValueError(f"ann must be 'auto', 'ivf' or 'none', got {ann!r}")
     return GalleryIndex(root, model, metric, 0, [], [], ann, ann_threshold)
-
-
-def append_to_index(root: str | Path, images: str | Path | Sequence[str | Path],
-                    device: torch.device | str = "cpu", batch_size: int = 64,
-                    workers: int = 0) -> tuple[GalleryIndex, int]:
-    """Embed the images not yet in the index into a new shard; return the index and how many
-    were added (files already indexed, by absolute path, are skipped)."""
-    index = open_index(root)
-    bundle = load_bundle(index.model, device)
-    return index, _add(index, bundle, images, device, batch_size, workers)
-
-
-def _add(index: GalleryIndex, bundle: Bundle, images: str | Path | Sequence[str | Path],
-         device: torch.device | str, batch_size: int, workers: int) -> int:
-    paths = folder_images(images) if isinstance(images, str | Path) else list(images)
-    known = {item.path for item in index.items}
-    samples = [s for s in image_samples(paths) if str(s.path) not in known]
-    if not samples:
-        return 0
-    features = embed_samples(bundle, samples, device, batch_size, workers).numpy()
-    add_items(index, features, [IndexItem(str(s.path), s.pid, s.camid) for s in samples])
-    write_new_items(index, len(samples))
-    return len(samples)
 
 
 def add_items(index: GalleryIndex, features: np.ndarray, items: Sequence[IndexItem]) -> None:

@@ -1,19 +1,19 @@
-"""Rank an index's gallery for query images: exact (torch), FAISS, or re-ranked."""
+"""Rank an index's gallery for query features: exact (torch), FAISS, or re-ranked; the
+results with each match's status."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from progreid.deploy.bundle import Bundle
-from progreid.search.embed import UNKNOWN, embed_samples, image_samples
-from progreid.search.index import GalleryIndex
+from progreid.config import EvalConfig
+from progreid.search.embed import UNKNOWN
+from progreid.search.index import GalleryIndex, GalleryIndexError
 from progreid.search.ranking import exact_top_k, prepare, rerank_top_k
 
 MATCH, MISMATCH, JUNK = "match", "mismatch", "junk"
@@ -54,44 +54,33 @@ class QueryResult:
         return asdict(self)
 
 
-def rank_gallery(index: GalleryIndex, queries: torch.Tensor, top: int, rerank: bool = False,
-                 exact: bool = False, k1: int = 20, k2: int = 6,
-                 lambda_value: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def rank_gallery(index: GalleryIndex, queries: torch.Tensor, top: int, exact: bool = False,
+                 rerank: EvalConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(distances, gallery indices)``, ``Q x min(top, N)``, nearest first.
 
-    Re-ranking works on a shortlist (:func:`rerank_top_k`); otherwise the FAISS index is used
-    when the index has one (unless ``exact``), else exact search in torch.
+    With ``rerank`` (an ``eval`` section: ``k1``, ``k2``, ``lambda_value``) the gallery is
+    re-ranked over a shortlist (:func:`rerank_top_k`); otherwise the FAISS index is used when
+    the index has one (unless ``exact``), else exact search in torch.
     """
     if len(index) == 0:
         raise ValueError(f"index {index.root} is empty")
+    if queries.shape[1] != index.dim:
+        raise GalleryIndexError(f"the model gives {queries.shape[1]}-d embeddings but index "
+                                f"{index.root} holds {index.dim}-d ones")
     queries = prepare(queries, index.metric)
-    faiss_index = None if (exact or rerank) else index.load_ann()
+    faiss_index = None if exact or rerank is not None else index.load_ann()
     if faiss_index is not None:
         from progreid.search.ann import ann_top_k
 
         return ann_top_k(faiss_index, queries.numpy(), min(top, len(index)),
                          index.ann["nprobe"])
     gallery = torch.from_numpy(index.searchable)
-    if rerank:
-        distances, indices = rerank_top_k(queries, gallery, top, k1, k2, lambda_value)
+    if rerank is not None:
+        distances, indices = rerank_top_k(queries, gallery, top, rerank.k1, rerank.k2,
+                                          rerank.lambda_value)
     else:
         distances, indices = exact_top_k(queries, gallery, top)
     return distances.numpy(), indices.numpy()
-
-
-def search_images(index: GalleryIndex, bundle: Bundle, query_paths: Sequence[str | Path],
-                  top: int = 10, rerank: bool = False, exact: bool = False,
-                  device: torch.device | str = "cpu") -> list[QueryResult]:
-    """Embed the query images with the index's model and return their ranked matches."""
-    samples = image_samples(query_paths)
-    features = embed_samples(bundle, samples, device)
-    if features.shape[1] != index.dim:
-        raise ValueError(f"the model gives {features.shape[1]}-d embeddings but index "
-                         f"{index.root} holds {index.dim}-d ones")
-    cfg = bundle.config.eval
-    distances, indices = rank_gallery(index, features, top, rerank, exact, cfg.k1, cfg.k2,
-                                      cfg.lambda_value)
-    return ranked_results(samples, index.items, distances, indices)
 
 
 class Item(Protocol):

@@ -30,6 +30,7 @@ from progreid.evaluation.pipeline import evaluate_model
 from progreid.training.hooks import evaluate_trainer, training_hooks
 from progreid.training.objective import Objective
 from progreid.training.pla import PLAPlan
+from progreid.training.tensorboard import TensorBoardLog
 from progreid.training.trainer import Plan, Stage, Trainer
 from progreid.training.trc import TRCPlan
 from progreid.utils.device import resolve_device
@@ -147,7 +148,8 @@ def train(cfg: Config, resume: bool = False, rank: int = 0,
     if trainer.is_main:
         write_run_files(cfg, run_dir, resume)
         save_split(dataset, run_dir)
-    log = MetricsLog(run_dir / METRICS_NAME, enabled=trainer.is_main)
+    log = (TensorBoardLog if cfg.train.tensorboard else MetricsLog)(run_dir / METRICS_NAME,
+                                                                    enabled=trainer.is_main)
     if resume:
         log.truncate_after(trainer.epoch)
         log.write("resume", epoch=trainer.epoch)
