@@ -65,6 +65,7 @@ class FakeTrainer(Trainer):
         self.cfg = load_config(CPU_SMALL, ["train.checkpoint_every=2", *overrides])
         self.epoch = epoch
         self.schedule_start = 0
+        self.is_main = True
         self.calls: list[tuple[str, int]] = []
         self.saved: list[tuple[int, dict]] = []
         generator = torch.Generator().manual_seed(0)
