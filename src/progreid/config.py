@@ -54,7 +54,9 @@ class DataConfig(Section):
         True, description="identities with fewer than k images are drawn with replacement; false: "
                           "they are left out of the batches")
     batches_per_epoch: Int | None = Field(None, ge=1, description="default: identities // p")
-    workers: Int = Field(2, ge=0)
+    workers: Annotated[Int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes; auto: one fewer than the cores this "
+                            "process may use, at most 4")
     enlarge: Float = Field(1.125, ge=1.0, description="enlarge factor before random crop (PLA 4.2)")
     flip_p: Float = Field(0.5, ge=0.0, le=1.0)
     erase_p: Float = Field(0.5, ge=0.0, le=1.0, description="random erasing probability")

@@ -48,11 +48,14 @@ def run(args: argparse.Namespace) -> int:
     if args.warmup < 0 or args.repeats < 1:
         raise ConfigError(f"--warmup {args.warmup} / --repeats {args.repeats}: need warmup >= 0 "
                           "and repeats >= 1")
+    for flag, pixels in (("--height", args.height), ("--width", args.width)):
+        if pixels is not None and pixels < 1:
+            raise ConfigError(f"{flag} {pixels}: the input size must be at least 1 pixel")
     device = resolve_device(args.device)
     if args.plot:
         return _plot(args, str(device))
     if not args.target and not args.compare:
-        raise ConfigError("progreid profile: give a recipe or run folder, or --compare")
+        raise ConfigError("give a recipe or run folder, or --compare")
     from progreid.profiling.profiler import format_table, profile_spec
     from progreid.profiling.spec import COMPARISON, spec_from_path
     from progreid.utils.io import atomic_write_json

@@ -30,6 +30,7 @@ from progreid.data.sample import (
     require_dir,
 )
 from progreid.utils.io import atomic_path
+from progreid.utils.progress import progress
 
 VARIANTS = ("detected", "labeled")
 SPLIT_FIELDS = ("filelist", "labels", "camId", "train_idx", "query_idx", "gallery_idx")
@@ -107,23 +108,22 @@ def _extract_variant(mat: Any, variant: str, folder: Path) -> None:
     if variant not in mat:
         raise DatasetError(f"{mat.filename} has no '{variant}' group; expected the official "
                            "cuhk-03.mat")
-    for pair, pair_ref in enumerate(np.ravel(mat[variant][()])):
-        cells = mat[pair_ref][()].T
-        for person, row in enumerate(cells):
-            for image, ref in enumerate(row):
-                pixels = mat[ref][()]
-                if pixels.ndim != 3:
-                    continue
-                if pixels.dtype != np.uint8 or pixels.shape[0] != 3:
-                    raise DatasetError(f"{mat.filename}: {variant} pair {pair + 1} person "
-                                       f"{person + 1} image {image + 1} has shape "
-                                       f"{pixels.shape[::-1]} {pixels.dtype}; expected "
-                                       "H x W x 3 uint8")
-                camera = 1 if image < 5 else 2
-                target = folder / f"{pair + 1}_{person + 1:03d}_{camera}_{image + 1:02d}.png"
-                if not target.exists():
-                    with atomic_path(target) as tmp:
-                        Image.fromarray(np.ascontiguousarray(pixels.T)).save(tmp, format="PNG")
+    pairs = [mat[ref][()].T for ref in np.ravel(mat[variant][()])]
+    cells = [(pair, person, image, ref) for pair, persons in enumerate(pairs)
+             for person, row in enumerate(persons) for image, ref in enumerate(row)]
+    for pair, person, image, ref in progress(cells, f"preparing cuhk03 {variant}"):
+        pixels = mat[ref][()]
+        if pixels.ndim != 3:
+            continue
+        if pixels.dtype != np.uint8 or pixels.shape[0] != 3:
+            raise DatasetError(f"{mat.filename}: {variant} pair {pair + 1} person {person + 1} "
+                               f"image {image + 1} has shape {pixels.shape[::-1]} "
+                               f"{pixels.dtype}; expected H x W x 3 uint8")
+        camera = 1 if image < 5 else 2
+        target = folder / f"{pair + 1}_{person + 1:03d}_{camera}_{image + 1:02d}.png"
+        if not target.exists():
+            with atomic_path(target) as tmp:
+                Image.fromarray(np.ascontiguousarray(pixels.T)).save(tmp, format="PNG")
 
 
 def prepare_cuhk03(raw_mat_path: str | Path, split_dir: str | Path,

@@ -6,8 +6,10 @@ Augmentation is not done here: it runs on whole uint8 batches on the training de
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,6 +23,19 @@ SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 #: Larger files are refused before decoding: ReID images are person crops, and a huge image in a
 #: dataset is a mistake or a decompression bomb (4096 x 4096 RGB is already 48 MiB decoded).
 MAX_IMAGE_PIXELS = 4096 * 4096
+#: The most DataLoader worker processes ``data.workers: auto`` starts (each is a whole process).
+AUTO_WORKERS_CAP = 4
+#: ``data.workers``: a number of DataLoader worker processes, or ``auto``.
+Workers = int | Literal["auto"]
+
+
+def loader_workers(workers: Workers) -> int:
+    """DataLoader worker processes for ``data.workers``: a number as given; ``auto`` leaves one
+    of the cores this process may use (``os.sched_getaffinity``) to the training process, with
+    at most :data:`AUTO_WORKERS_CAP` workers (none on one core: decoding in the main process)."""
+    if workers != "auto":
+        return workers
+    return min(AUTO_WORKERS_CAP, len(os.sched_getaffinity(0)) - 1)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -97,19 +112,20 @@ class ImageDataset(Dataset):
 
 
 def build_train_loader(samples: Sequence[Sample], height: int, width: int, sampler: PKSampler,
-                       workers: int) -> DataLoader:
+                       workers: Workers) -> DataLoader:
     """Batches ``(uint8 B x 3 x H x W, pids, camids, indices)`` in the order of ``sampler``."""
+    workers = loader_workers(workers)
     return DataLoader(ImageDataset(samples, height, width), batch_sampler=sampler,
                       num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=torch.cuda.is_available(), generator=_worker_seeds())
 
 
 def build_eval_loader(samples: Sequence[Sample], height: int, width: int, batch_size: int,
-                      workers: int) -> DataLoader:
+                      workers: Workers) -> DataLoader:
     """Batches of ``samples`` in order, for feature extraction."""
     return DataLoader(ImageDataset(samples, height, width), batch_size=batch_size,
-                      shuffle=False, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                      generator=_worker_seeds())
+                      shuffle=False, num_workers=loader_workers(workers),
+                      pin_memory=torch.cuda.is_available(), generator=_worker_seeds())
 
 
 def _worker_seeds() -> torch.Generator:

@@ -23,6 +23,9 @@ from progreid.data.sample import (
 )
 
 MARKET_NAME = re.compile(r"^(?P<pid>-?\d+)_c(?P<camid>\d+)(?:s\d+)?_[^/]+$")
+#: How a name matching :data:`MARKET_NAME` looks, for messages.
+MARKET_NAMES = ("<pid>_c<cam>s<seq>_<frame>.jpg of the Market-1501 layout (e.g. "
+                "0002_c1s1_000451_03.jpg; DukeMTMC: 0001_c2_f0046182.jpg)")
 FOLDERS = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query"}
 MULTI_QUERY_FOLDER = "gt_bbox"
 
@@ -30,7 +33,7 @@ MULTI_QUERY_FOLDER = "gt_bbox"
 def _read_split(folder: Path) -> list[Sample]:
     """Samples of one Market-layout folder with 0-based cameras."""
     samples = []
-    for s in parse_images(folder, MARKET_NAME):
+    for s in parse_images(folder, MARKET_NAME, names=MARKET_NAMES):
         if s.camid < 1:
             raise DatasetError(f"image {s.path}: camera c{s.camid} is invalid; Market-layout "
                                "cameras are numbered from c1")

@@ -32,6 +32,9 @@ from progreid.data.sample import (
 )
 
 DEFAULT_PATTERN = r"(?P<pid>-?\d+)_c(?P<camid>\d+)"
+#: How a name matching :data:`DEFAULT_PATTERN` looks, for messages.
+DEFAULT_NAMES = ("<pid>_c<cam>... (e.g. 0001_c1_0001.jpg or 0001_c1/0001.jpg; other names need "
+                 "data.options.pattern)")
 SPLIT_FOLDERS = ("train", "query", "gallery")
 LAYOUTS = ("auto", "splits", "identities")
 #: The camera of an image read by a pattern without ``camid``, until its reader assigns one.
@@ -51,12 +54,14 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     return regex
 
 
-def parse_images(folder: Path, regex: re.Pattern[str], recursive: bool = False) -> list[Sample]:
+def parse_images(folder: Path, regex: re.Pattern[str], recursive: bool = False,
+                 names: str | None = None) -> list[Sample]:
     """Samples of the images in ``folder`` with the raw camera numbers of their names
     (:data:`NO_CAMERA` when ``regex`` has no ``camid`` group).
 
-    Every image path (relative to ``folder``) must match ``regex``; negative identities are
-    dropped. Files that are not images are ignored.
+    Every image path (relative to ``folder``) must match ``regex``, else the error shows
+    ``names``, how a valid name looks (default: the user's ``data.options.pattern``); negative
+    identities are dropped. Files that are not images are ignored.
     """
     samples = []
     has_camera = "camid" in regex.groupindex
@@ -64,7 +69,8 @@ def parse_images(folder: Path, regex: re.Pattern[str], recursive: bool = False) 
         match = regex.search(path.relative_to(folder).as_posix())
         if match is None:
             raise DatasetError(f"image {path} does not match the file name pattern "
-                               f"{regex.pattern!r}")
+                               f"{names or f'data.options.pattern = {regex.pattern!r}'}; "
+                               f"rename it or move it out of {folder}")
         try:
             pid = int(match["pid"])
             camid = int(match["camid"]) if has_camera else NO_CAMERA
@@ -85,14 +91,16 @@ def _camera_key(root: Path, split: str, sample: Sample) -> int | str:
     return sample.path.relative_to(root / split).as_posix()
 
 
-def read_split_folders(root: Path, regex: re.Pattern[str]) -> ReIDDataset:
-    """Read ``ROOT/{train,query,gallery}`` with identity and camera taken from ``regex``."""
+def read_split_folders(root: Path, regex: re.Pattern[str],
+                       names: str | None = None) -> ReIDDataset:
+    """Read ``ROOT/{train,query,gallery}`` with identity and camera taken from ``regex``
+    (``names``: how a valid name looks, see :func:`parse_images`)."""
     splits = {}
     for split in SPLIT_FOLDERS:
         folder = require_dir(root / split, f"{split} images of a folder dataset in layout "
                                            "'splits'; one folder per identity is layout "
                                            "'identities', without these folders")
-        splits[split] = parse_images(folder, regex, recursive=True)
+        splits[split] = parse_images(folder, regex, recursive=True, names=names)
         check_split(split, splits[split], folder)
     keys = {split: [_camera_key(root, split, s) for s in samples]
             for split, samples in splits.items()}
@@ -142,4 +150,5 @@ def read_folder(root: str | Path, pattern: str | None = None, layout: str = "aut
                            f"{root}; remove it from data.options")
     if layout == "identities":
         return read_identity_folders(root, split_seed, test_fraction, split_file)
-    return read_split_folders(root, compile_pattern(pattern or DEFAULT_PATTERN))
+    return read_split_folders(root, compile_pattern(pattern or DEFAULT_PATTERN),
+                              None if pattern else DEFAULT_NAMES)

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from progreid.data.loading import decode_image
+from progreid.data.loading import Workers, decode_image, loader_workers
 from progreid.data.sample import DatasetError, ReIDDataset, Sample, check_split, relabel
 from progreid.errors import ConfigError
+from progreid.utils.progress import progress
 
 if TYPE_CHECKING:  # the recipe schema sits above the data layer
     from progreid.config import DataConfig
@@ -84,8 +85,9 @@ def _check(sample: Sample, height: int, width: int) -> tuple[str | None, str | N
 
 
 def scan_dataset(dataset: ReIDDataset, height: int, width: int,
-                 workers: int = 1) -> ScanReport:
-    """Decode and hash every image of ``dataset`` (``workers`` threads); report what is wrong.
+                 workers: Workers = 1) -> ScanReport:
+    """Decode and hash every image of ``dataset`` (as many threads as ``data.workers`` gives
+    loader workers, at least one); report what is wrong.
 
     Multi-query images are decoded but not counted as duplicates (they repeat the queries by
     design of the Market-1501 multi-query protocol).
@@ -95,8 +97,9 @@ def scan_dataset(dataset: ReIDDataset, height: int, width: int,
     jobs = [(split, index, sample) for split, samples in splits.items()
             for index, sample in enumerate(samples)]
     log.info("checking %d images of dataset %s", len(jobs), dataset.name)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda job: _check(job[2], height, width), jobs))
+    with ThreadPoolExecutor(max_workers=max(1, loader_workers(workers))) as pool:
+        results = list(progress(pool.map(lambda job: _check(job[2], height, width), jobs),
+                                "checking images", total=len(jobs)))
     bad: list[BadImage] = []
     repeats: list[tuple[Path, Path]] = []
     first: dict[str, tuple[str, Sample]] = {}

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from progreid.config import Config
-from progreid.data.loading import build_eval_loader
+from progreid.data.loading import Workers, build_eval_loader
 from progreid.data.sample import Sample
 from progreid.data.transforms import flip, normalize, ten_crop
 from progreid.evaluation.pca import Projection
 from progreid.utils.distributed import gather_strided_rows, process_group, share_rank0_buffers
+from progreid.utils.progress import progress
 
 #: PLA Sec. 4.2: the 10 crops are cut from the image enlarged by this factor.
 TEN_CROP_ENLARGE = 1.125
@@ -77,7 +77,7 @@ class Embedder:
 
     @torch.no_grad()
     def extract(self, samples: Sequence[Sample], device: torch.device | str = "cpu",
-                batch_size: int = 128, workers: int = 0) -> Features:
+                batch_size: int = 128, workers: Workers = 0) -> Features:
         """Embeddings of ``samples`` (decoded from their files), with identities and cameras;
         the features stay on ``device``.
 
@@ -95,8 +95,8 @@ class Embedder:
         chunks = []
         loader = build_eval_loader(samples[rank::world], self.height, self.width, batch_size,
                                    workers)
-        for images, *_ in tqdm(loader, desc=f"embedding {len(samples)} images", unit="batch",
-                               leave=False, disable=None if rank == 0 else True):
+        for images, *_ in progress(loader, f"embedding {len(samples)} images", unit="batch",
+                                   enabled=rank == 0):
             chunks.append(self.embed(images.to(device, non_blocking=True)))
         self.model.train(was_training)
         features = torch.cat(chunks) if chunks else torch.empty(0, 0, device=device)

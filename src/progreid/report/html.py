@@ -31,6 +31,7 @@ from progreid.search.query import JUNK, STATUS_COLOURS, QueryResult, ranked_resu
 from progreid.utils.checkpoint import CheckpointError
 from progreid.utils.io import atomic_write_text
 from progreid.utils.metrics_log import METRICS_NAME, read_records
+from progreid.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -172,21 +173,24 @@ def render_report(run_dir: str | Path, queries: int = 6, top: int = 10,
     records = read_records(run_dir) if (run_dir / METRICS_NAME).is_file() else []
 
     parts = [section("metrics", "Metrics", metrics_section(results))]
-    try:
-        cmc = results.get("cmc")
-        parts.append(section("cmc", "CMC curve", figure_html(cmc_figure(cmc), "CMC curve")
-                             if cmc else '<p class="note">results.json has no CMC curve.</p>'))
-        for name, title in FIGURE_TITLES.items():
-            figure = FIGURES[name](records)
-            if figure is not None:
-                parts.append(section(name.replace("_", "-"), title, figure_html(figure, title)))
-    except MissingDependencyError as exc:
-        parts.append(section("figures", "Figures", f'<p class="note">{_esc(exc)}</p>'))
-    try:
-        body = ranked_lists_html(sample_ranked_lists(run_dir, queries, top, device))
-    except (OSError, DatasetError, CheckpointError) as exc:  # dataset or model not here
-        log.warning("ranked lists skipped: %s", exc)
-        body = f'<p class="note">Ranked lists unavailable: {_esc(exc)}</p>'
+    with progress(desc="writing report: figures", total=2, unit="part") as bar:
+        try:
+            cmc = results.get("cmc")
+            parts.append(section("cmc", "CMC curve", figure_html(cmc_figure(cmc), "CMC curve")
+                                 if cmc else '<p class="note">results.json has no CMC curve.</p>'))
+            for name, title in FIGURE_TITLES.items():
+                figure = FIGURES[name](records)
+                if figure is not None:
+                    parts.append(section(name.replace("_", "-"), title, figure_html(figure, title)))
+        except MissingDependencyError as exc:
+            parts.append(section("figures", "Figures", f'<p class="note">{_esc(exc)}</p>'))
+        bar.set_description("writing report: ranked lists")
+        bar.update()
+        try:
+            body = ranked_lists_html(sample_ranked_lists(run_dir, queries, top, device))
+        except (OSError, DatasetError, CheckpointError) as exc:  # dataset or model not here
+            log.warning("ranked lists skipped: %s", exc)
+            body = f'<p class="note">Ranked lists unavailable: {_esc(exc)}</p>'
     parts.append(section("ranked-lists", f"Ranked lists (top {top})", body))
     parts.append(section("config", "Config", f"<pre>{_esc(config_text)}</pre>"))
     if environment:

@@ -22,6 +22,7 @@ import progreid
 from progreid.config import Config, ConfigError, save_config
 from progreid.data import DatasetError, ReIDDataset, build_run_dataset
 from progreid.data.identities import save_split
+from progreid.data.loading import loader_workers
 from progreid.data.validation import check_against_dataset, validate_dataset
 from progreid.deploy.bundle import BUNDLE_NAME, save_bundle
 from progreid.evaluation.features import Embedder
@@ -126,7 +127,8 @@ def write_run_files(cfg: Config, run_dir: Path, resume: bool) -> None:
     if not resume:
         (run_dir / METRICS_NAME).unlink(missing_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    atomic_write_json(run_dir / "environment.json", environment_record())
+    atomic_write_json(run_dir / "environment.json",
+                      environment_record() | {"loader_workers": loader_workers(cfg.data.workers)})
 
 
 def train(cfg: Config, resume: bool = False, rank: int = 0,
