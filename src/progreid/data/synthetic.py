@@ -572,7 +572,7 @@ def _missing_images(out: Path, spec: SyntheticSpec) -> list[str]:
             for key, folder in FOLDERS.items() if counts[folder] != spec.counts()[key]]
 
 
-def check_output(out: Path, spec: SyntheticSpec) -> bool:
+def _check_output(out: Path, spec: SyntheticSpec) -> bool:
     """True when ``out`` holds ``spec``'s dataset (to reuse), False when it is absent or an
     empty folder (to write); a folder holding anything else is refused, naming what differs."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
@@ -606,7 +606,7 @@ def write_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec) -> Path:
     holding anything else (another spec, files of its own) is refused and left as it was.
     """
     out = Path(out_dir)
-    if check_output(out, spec):
+    if _check_output(out, spec):
         return out
     tmp = make_temp_dir(out)
     try:
