@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "evaluate before and after training")
     parser.add_argument("--out", default="runs/demo", help="parent folder of the demo run")
     parser.add_argument("--data", default=".cache/progreid/synthetic",
-                        help="where the synthetic dataset is generated (reused when present)")
+                        help="where the synthetic dataset is generated (a folder holding it is "
+                             "reused, one holding anything else refused)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a demo config value")
     parser.set_defaults(func=run)
@@ -25,8 +26,9 @@ def demo_config_path() -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from progreid.cli.report_table import metrics_table
-    from progreid.config import load_config
-    from progreid.data.synthetic import generate_pedestrians
+    from progreid.cli.synth import flag
+    from progreid.config import ConfigError, load_config
+    from progreid.data.synthetic import SyntheticSpecError, generate_pedestrians
     from progreid.report.html import write_report
     from progreid.training.run import evaluate_untrained, train
     from progreid.utils.device import resolve_device
@@ -36,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
                                            f"train.output_dir={run_dir}", *args.overrides])
     start = time.perf_counter()
     print(f"[1/4] synthetic pedestrians -> {cfg.data.root}")
-    generate_pedestrians(cfg.data.root)
+    try:
+        generate_pedestrians(cfg.data.root)
+    except SyntheticSpecError as exc:  # the demo asks for the default dataset
+        raise ConfigError(exc.spelled(flag)) from exc
     print("[2/4] evaluating the untrained network")
     before = evaluate_untrained(cfg)
     print(f"[3/4] training {cfg.model.backbone} x{cfg.model.width} for {cfg.train.epochs} epochs "

@@ -1,9 +1,16 @@
-"""`progreid index RUN_DIR IMAGES_DIR --out INDEX_DIR [--append]`: a :class:`progreid.Gallery`
-built from (or grown by) a folder of images."""
+"""`progreid index RUN_DIR IMAGES_DIR --out INDEX_DIR [--append] [--on-bad-image skip]`: a
+:class:`progreid.Gallery` built from (or grown by) a folder of images."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from progreid.search.gallery import Gallery
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,27 +26,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--ann-threshold", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--on-bad-image", default="error", choices=["error", "skip"],
+                        help="an image that does not decode stops the command (error), or is "
+                             "left out and listed on stderr and in the manifest (skip)")
     parser.set_defaults(func=run)
+
+
+def add_images(gallery: Gallery, files: Sequence[Path], args: argparse.Namespace) -> int:
+    """Embed ``files`` into ``gallery`` as ``--on-bad-image`` says; list what was skipped."""
+    from progreid.errors import DatasetError
+    from progreid.search.gallery import item_names
+
+    try:
+        added = gallery.add_files(files, args.batch_size, args.on_bad_image)
+    except DatasetError as exc:  # a file that does not decode (--on-bad-image error)
+        raise DatasetError(f"{exc}; fix or delete it, or pass --on-bad-image skip to index "
+                           "the other images") from exc
+    for name in item_names(files, 0):
+        if name in gallery.index.skipped:
+            print(f"progreid index: skipped: {gallery.index.skipped[name]}", file=sys.stderr)
+    if not len(gallery):
+        raise DatasetError(f"none of the {len(files)} images under {args.images} could be "
+                           "decoded; nothing was indexed")
+    return added
 
 
 def run(args: argparse.Namespace) -> int:
     from progreid.deploy.api import load
     from progreid.search.gallery import Gallery
-    from progreid.search.index import check_new_root, folder_images
+    from progreid.search.index import SHARD_DIR, check_new_root, folder_images
+    from progreid.utils.io import remove_stale_temporaries
 
     if args.append:
         gallery = Gallery.load(args.out, device=args.device)
-        added = gallery.add(gallery.new_files(args.images), batch_size=args.batch_size)
+        remove_stale_temporaries(args.out, Path(args.out) / SHARD_DIR)  # of a killed append
+        added = add_images(gallery, gallery.new_files(args.images), args)
         gallery.save()
     else:
         check_new_root(args.out)
         images = folder_images(args.images)
         gallery = Gallery.create(load(args.run, args.device), args.ann, args.ann_threshold)
-        added = gallery.add(images, batch_size=args.batch_size)
+        added = add_images(gallery, images, args)
         gallery.save(args.out)
     index = gallery.index
     known = sum(item.pid >= 0 for item in index.items)
     print(f"{args.out}: {added} images added, {len(index)} in total ({known} with identity "
           f"and camera from their names), {index.dim}-d {index.metric} embeddings, "
-          f"search: {'FAISS ' + str(index.ann) if index.ann else 'exact'}")
+          f"search: {'FAISS ' + str(index.ann) if index.ann else 'exact'}"
+          + (f"; {len(index.skipped)} unreadable images skipped (listed in the manifest)"
+             if index.skipped else ""))
     return 0

@@ -9,8 +9,8 @@ cameras shift them strongly, so a colour histogram or an untrained network ranks
 trained network can learn the identities.
 
 The output is deterministic for a spec (same bytes), written into a temporary folder renamed into
-place, and carries a manifest (``synthetic.json``) so that a cache folder is reused when its spec
-matches.
+place, and carries a manifest (``synthetic.json``) so that a folder is reused when its spec
+matches; a folder holding anything else is never replaced.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import io
 import json
 import math
 import os
+import re
 import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from progreid.utils.io import atomic_write_json
+from progreid.errors import ConfigError, DatasetError
+from progreid.utils.io import atomic_write_json, make_temp_dir
 
 GENERATOR_VERSION = 1
 MANIFEST_NAME = "synthetic.json"
@@ -63,6 +65,22 @@ HATS = ("none", "cap", "beanie")
 VIEWS = ("front", "back", "left", "right")
 
 
+class SyntheticSpecError(ConfigError):
+    """A spec out of range, or unlike the dataset already in the output folder. The message
+    names spec fields as ``{field}`` so that each caller spells them: Python callers see
+    ``SyntheticSpec.field``, ``progreid synth`` its options (:meth:`spelled`)."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        super().__init__(self.spelled(lambda name: f"SyntheticSpec.{name}"))
+
+    def spelled(self, spell: Callable[[str], str]) -> str:
+        """The message with every ``{field}`` replaced by ``spell(field)``."""
+        names = {f.name for f in fields(SyntheticSpec)}
+        return re.sub(r"\{(\w+)\}", lambda m: spell(m[1]) if m[1] in names else m[0],
+                      self.template)
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """What to generate. ``query_cameras`` cameras of each test identity give one query image
@@ -84,15 +102,16 @@ class SyntheticSpec:
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"SyntheticSpec.{f.name} must be an integer, got {value!r}")
+                raise SyntheticSpecError(f"{{{f.name}}} must be an integer, got a "
+                                         f"{type(value).__name__}")
         checks = [
             ("identities", 2 <= self.identities <= 9999, "between 2 and 9999"),
             ("train_identities", 1 <= self.train_identities < self.identities,
-             f"between 1 and identities - 1 = {self.identities - 1}"),
+             f"between 1 and {{identities}} - 1 = {self.identities - 1}"),
             ("cameras", 2 <= self.cameras <= 9, "between 2 and 9 (one digit in file names)"),
             ("images_per_camera", self.images_per_camera >= 1, "at least 1"),
             ("query_cameras", 1 <= self.query_cameras < self.cameras,
-             f"between 1 and cameras - 1 = {self.cameras - 1}"),
+             f"between 1 and {{cameras}} - 1 = {self.cameras - 1}"),
             ("multi_query_images", self.multi_query_images >= 1, "at least 1"),
             ("distractors", self.distractors >= 0, "at least 0"),
             ("height", 32 <= self.height <= 1024, "between 32 and 1024"),
@@ -101,11 +120,12 @@ class SyntheticSpec:
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise ValueError(f"SyntheticSpec.{name} must be {expected}, "
-                                 f"got {getattr(self, name)}")
+                raise SyntheticSpecError(f"{{{name}}} must be {expected}, "
+                                         f"got {getattr(self, name)}")
         if self.identities * self.images_per_camera * (1 + self.multi_query_images) > 999_999:
-            raise ValueError("SyntheticSpec: too many images per camera for the 6-digit frame "
-                             "number of Market-1501 file names")
+            raise SyntheticSpecError("{identities} x {images_per_camera} x (1 + "
+                                     "{multi_query_images}) must be at most 999999, the "
+                                     "6-digit frame number of Market-1501 file names")
 
     @property
     def test_identities(self) -> int:
@@ -542,52 +562,65 @@ def is_current(out_dir: str | os.PathLike, spec: SyntheticSpec) -> bool:
     if manifest is None or manifest.get("version") != GENERATOR_VERSION or \
             manifest.get("spec") != asdict(spec):
         return False
-    counts = spec.counts()
-    return all(sum(1 for _ in (Path(out_dir) / folder).glob("*.jpg")) == counts[key]
-               for key, folder in FOLDERS.items())
+    return not _missing_images(Path(out_dir), spec)
+
+
+def _missing_images(out: Path, spec: SyntheticSpec) -> list[str]:
+    """``FOLDER holds N images, not M`` for each folder of ``out`` with a wrong image count."""
+    counts = {folder: sum(1 for _ in (out / folder).glob("*.jpg")) for folder in FOLDERS.values()}
+    return [f"{folder} holds {counts[folder]} images, not {spec.counts()[key]}"
+            for key, folder in FOLDERS.items() if counts[folder] != spec.counts()[key]]
+
+
+def _check_output(out: Path, spec: SyntheticSpec) -> bool:
+    """True when ``out`` holds ``spec``'s dataset (to reuse), False when it is absent or an
+    empty folder (to write); a folder holding anything else is refused, naming what differs."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return False
+    fix = f"choose another folder or delete {out}"
+    manifest = read_manifest(out)
+    if manifest is None:
+        raise DatasetError(f"{out} exists and is not a progreid synthetic dataset (no valid "
+                           f"{MANIFEST_NAME}): {fix}")
+    made = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
+    differences = [f"{{{name}}}={made.get(name)} (asked for {value})"
+                   for name, value in asdict(spec).items() if made.get(name) != value]
+    if manifest.get("version") != GENERATOR_VERSION:
+        differences.append(f"generator version {manifest.get('version')} (this progreid "
+                           f"writes {GENERATOR_VERSION})")
+    if differences:
+        raise SyntheticSpecError(f"{out} holds a synthetic dataset made with "
+                                 f"{', '.join(differences)}: {fix}")
+    missing = _missing_images(out, spec)
+    if missing:
+        raise DatasetError(f"{out} is an incomplete synthetic dataset ({'; '.join(missing)}): "
+                           f"delete it to generate it again")
+    return True
 
 
 def write_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec) -> Path:
     """Generate ``spec`` into ``out_dir`` unless it already holds it; returns ``out_dir``.
 
-    The dataset is written into a temporary sibling folder and renamed into place, so an
-    interrupted run leaves ``out_dir`` as it was. An existing ``out_dir`` is replaced only when it
-    is empty or an earlier synthetic dataset; any other folder is left alone with an error.
+    The dataset is written into a temporary sibling folder renamed into place, so an
+    interrupted run leaves nothing. Only an absent or empty ``out_dir`` is written: a folder
+    holding anything else (another spec, files of its own) is refused and left as it was.
     """
     out = Path(out_dir)
-    if is_current(out, spec):
+    if _check_output(out, spec):
         return out
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and read_manifest(out) is None)):
-        raise FileExistsError(f"{out} exists and is not a progreid synthetic dataset "
-                              f"(no valid {MANIFEST_NAME}); refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = make_temp_dir(out)
     try:
         manifest = {"format": MANIFEST_FORMAT, "version": GENERATOR_VERSION, "spec": asdict(spec),
                     "counts": _write_images(tmp, spec)}
         atomic_write_json(tmp / MANIFEST_NAME, manifest)
-        _install(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def _install(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` folder onto ``out``, moving an older ``out`` aside first and
-    back again if the rename fails."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    os.replace(out, aside / "data")
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(aside / "data", out)
-        raise
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if not is_current(out, spec):  # else another process has just written it
+                raise
     finally:
-        shutil.rmtree(aside, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed
+    return out
 
 
 def generate_pedestrians(out_dir: str | os.PathLike, **spec: int) -> Path:

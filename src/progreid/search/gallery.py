@@ -4,14 +4,17 @@ does), pool a tracklet into one query as the multi-query protocol does, save and
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from progreid.deploy.api import Images, ReIDModel, load
+from progreid.errors import DatasetError
 from progreid.evaluation.protocols import Pooling, pool_multi_query
 from progreid.search.embed import parse_name
 from progreid.search.index import (
@@ -27,6 +30,7 @@ from progreid.search.index import (
     write_new_items,
 )
 from progreid.search.query import QueryResult, rank_gallery, ranked_results
+from progreid.utils.io import make_temp_dir
 
 #: Features (``N x D`` float array or tensor) or images (anything :meth:`ReIDModel.embed` takes).
 FeaturesOrImages = np.ndarray | torch.Tensor | Images
@@ -130,8 +134,35 @@ class Gallery:
         features = self.features_of(values, bgr, batch_size)
         names = list(paths) if paths is not None else item_names(values, len(self))
         add_items(self.index, features, labelled_items(names, pids, camids))
+        for name in names:
+            self.index.skipped.pop(name, None)
         self.unsaved += len(features)
         return len(features)
+
+    def add_files(self, files: Sequence[str | Path], batch_size: int = 64,
+                  on_bad_image: Literal["error", "skip"] = "error") -> int:
+        """Add image files (as :meth:`add`); returns how many. A file that does not decode
+        raises :class:`DatasetError` naming it, or with ``on_bad_image="skip"`` is left out and
+        recorded with the reason in ``index.skipped`` (the manifest lists them)."""
+        if on_bad_image == "error":
+            return self.add(files, batch_size=batch_size)
+        kept: list[str | Path] = []
+        features: list[np.ndarray] = []
+        for start in range(0, len(files), batch_size):
+            chunk = files[start:start + batch_size]
+            try:
+                features.append(self.model.embed(chunk, batch_size))
+                kept.extend(chunk)
+            except DatasetError:  # embed the chunk's files one by one to find the bad ones
+                for path in chunk:
+                    try:
+                        features.append(self.model.embed([path]))
+                        kept.append(path)
+                    except DatasetError as exc:
+                        self.index.skipped[item_names([path], 0)[0]] = str(exc)
+        if not kept:
+            return 0
+        return self.add(np.concatenate(features), paths=item_names(kept, 0))
 
     def search(self, queries: FeaturesOrImages, top_k: int = 10, pool: Pooling | None = None,
                bgr: bool = False, exact: bool = False, rerank: bool = False,
@@ -164,16 +195,24 @@ class Gallery:
             raise ValueError("the gallery is empty: add images or features before saving")
         if self.index.root is None or root.resolve() != self.index.root.resolve():
             self.index = self._copied_to(root)
-        elif self.unsaved:
+        else:
             write_new_items(self.index, self.unsaved)
         self.unsaved = 0
         return root
 
     def _copied_to(self, root: Path) -> GalleryIndex:
-        """A new index folder at ``root`` holding every item in one shard."""
+        """A new index folder at ``root`` holding every item in one shard, written into a
+        temporary folder renamed into place."""
         check_new_root(root)
         old = self.index
-        new = empty_index(root, old.model, old.metric, old.ann_policy, old.ann_threshold)
-        add_items(new, old.features, old.items)
-        write_new_items(new, len(new))
+        tmp = make_temp_dir(root)
+        try:
+            new = empty_index(tmp, old.model, old.metric, old.ann_policy, old.ann_threshold)
+            new.skipped = dict(old.skipped)
+            add_items(new, old.features, old.items)
+            write_new_items(new, len(new))
+            os.replace(tmp, root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed
+        new.root = root
         return new

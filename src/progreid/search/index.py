@@ -2,13 +2,18 @@
 
 Layout of ``INDEX_DIR``::
 
-    manifest.json        format, model, metric, dimension, items (path, pid, camid), shards, ann
+    manifest.json        format, model, metric, dimension, items (path, pid, camid), shards, ann,
+                         skipped (image files left out, with why)
     features/00000.npy   float32 embeddings, one shard per build or append
-    ann.faiss            FAISS IVF index over all items (large galleries only)
+    ann-00001.faiss      FAISS IVF index over all items (large galleries only), named after the
+                         number of shards it covers
 
-Every file is written atomically and the manifest last, so an interrupted build or append
-leaves the previous index intact. Appending embeds only the new images into a new shard and
-adds them to the FAISS index without retraining it: nothing already indexed is recomputed.
+A new index is built in a temporary folder renamed into place, so a failed build leaves nothing.
+An append writes its new shard and FAISS file beside the listed ones and then the manifest that
+lists them (renamed atomically over the old one), so an interrupted append leaves the previous
+index intact (the files it wrote are deleted then or at the next write). Appending embeds only
+the new images into a new shard and adds them to the FAISS index without retraining it: nothing
+already indexed is recomputed.
 Images are embedded by :class:`~progreid.search.gallery.Gallery`, the index as an object.
 """
 
@@ -54,7 +59,7 @@ class IndexItem:
 class GalleryIndex:
     """An opened index folder. ``features`` holds the raw embeddings (N x D, float32); ``root``
     is None for an index in memory that was never saved (:class:`~progreid.search.gallery.
-    Gallery`)."""
+    Gallery`); ``skipped`` maps the image files left out to why."""
 
     root: Path | None
     model: str
@@ -66,6 +71,7 @@ class GalleryIndex:
     ann_threshold: int = ANN_THRESHOLD
     ann: dict[str, Any] | None = None
     features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -77,13 +83,13 @@ class GalleryIndex:
 
     def load_ann(self) -> Any:
         """The FAISS index, or None when the gallery is searched exactly."""
-        return ann_lib.read_ann(self.root / ANN_FILE) if self.ann else None
+        return ann_lib.read_ann(self.root / self.ann.get("file", ANN_FILE)) if self.ann else None
 
     def manifest(self) -> dict[str, Any]:
         return {"format": FORMAT, "model": self.model, "metric": self.metric, "dim": self.dim,
                 "count": len(self.items), "shards": self.shards, "ann_policy": self.ann_policy,
                 "ann_threshold": self.ann_threshold, "ann": self.ann,
-                "items": [asdict(item) for item in self.items]}
+                "items": [asdict(item) for item in self.items], "skipped": self.skipped}
 
 
 def open_index(root: str | Path) -> GalleryIndex:
@@ -107,7 +113,7 @@ def open_index(root: str | Path) -> GalleryIndex:
                                 f"lists {len(items)} items of dimension {manifest['dim']}")
     return GalleryIndex(root, manifest["model"], manifest["metric"], manifest["dim"], items,
                         manifest["shards"], manifest["ann_policy"], manifest["ann_threshold"],
-                        manifest["ann"], features)
+                        manifest["ann"], features, manifest.get("skipped", {}))
 
 
 def folder_images(images_dir: str | Path) -> list[Path]:
@@ -145,17 +151,22 @@ def _update_ann(index: GalleryIndex, new_features: np.ndarray, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(searchable), min(RECALL_QUERIES, len(searchable)), replace=False)
     nprobe, recall = ann_lib.tune_nprobe(faiss_index, searchable, searchable[np.sort(sample)])
-    ann_lib.write_ann(faiss_index, index.root / ANN_FILE)
+    name = f"ann-{len(index.shards):05d}.faiss"  # a new file: the manifest still lists the old
+    ann_lib.write_ann(faiss_index, index.root / name)
     index.ann = {"kind": "ivf_flat", "nlist": int(faiss_index.nlist), "nprobe": nprobe,
                  "recall_at_10": recall, "recall_queries": len(sample),
-                 "count": int(faiss_index.ntotal)}
+                 "count": int(faiss_index.ntotal), "file": name}
 
 
 def check_new_root(root: str | Path) -> None:
-    """Refuse to write a new index over an existing one."""
-    if (Path(root) / MANIFEST).exists():
+    """Refuse to write a new index over an existing one or into a folder holding anything."""
+    root = Path(root)
+    if (root / MANIFEST).exists():
         raise GalleryIndexError(f"{root} already holds an index; add images with --append or "
                                 "choose another --out")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise GalleryIndexError(f"{root} exists and is not a progreid index; choose another "
+                                f"--out or delete {root}")
 
 
 def empty_index(root: Path | None, model: str, metric: str, ann: AnnPolicy = "auto",
@@ -180,9 +191,30 @@ def add_items(index: GalleryIndex, features: np.ndarray, items: Sequence[IndexIt
 
 
 def write_new_items(index: GalleryIndex, count: int) -> None:
-    """Save the last ``count`` items as a new shard, add them to the FAISS index (building it
-    when the policy asks for it), then write the manifest."""
-    features = index.features[len(index) - count:]
-    _write_shard(index, features)
-    _update_ann(index, features)
-    atomic_write_json(index.root / MANIFEST, index.manifest())
+    """Save the last ``count`` items (if any) as a new shard, add them to the FAISS index
+    (building it when the policy asks for it), then write the manifest that lists them. Files
+    that no manifest lists (this write's, when it fails; an interrupted one's) are deleted."""
+    listed = list(index.shards), index.ann
+    try:
+        if count:
+            features = index.features[len(index) - count:]
+            _write_shard(index, features)
+            _update_ann(index, features)
+        atomic_write_json(index.root / MANIFEST, index.manifest())
+    except BaseException:
+        index.shards, index.ann = listed
+        raise
+    finally:
+        _remove_unlisted(index.root)
+
+
+def _remove_unlisted(root: Path) -> None:
+    """Delete the feature shards and FAISS files of ``root`` that its manifest does not list."""
+    if not (root / MANIFEST).is_file():
+        return
+    manifest = json.loads((root / MANIFEST).read_text())
+    listed = {root / SHARD_DIR / name for name in manifest["shards"]}
+    listed.add(root / (manifest["ann"] or {}).get("file", ANN_FILE))
+    for path in [*(root / SHARD_DIR).glob("*.npy"), *root.glob("ann*.faiss")]:
+        if path not in listed:
+            path.unlink()

@@ -1,5 +1,6 @@
 """A PNG of ranked lists: one row per query, the query then its matches, each framed in its
-status colour (green match, red mismatch, grey and faded junk)."""
+status colour (green match, red mismatch, grey and faded junk); a match whose file has moved
+since indexing keeps its caption over an empty cell."""
 
 from __future__ import annotations
 
@@ -46,10 +47,13 @@ def draw_ranked_lists(results: Sequence[QueryResult], out: str | Path, height: i
         draw.text((GAP, y + height + 2 * BORDER + 2), "query", fill="black")
         for match in result.matches:
             x = 2 * GAP + match.rank * cell_w
-            thumb = thumbnail(match.path, height, width, faded=match.status == JUNK)
-            canvas.paste(framed(thumb, STATUS_COLOURS[match.status]), (x, y))
-            draw.text((x, y + height + 2 * BORDER + 2), f"{match.rank}: {match.distance:.2f}",
-                      fill="black")
+            caption = f"{match.rank}: {match.distance:.2f}"
+            if Path(match.path).is_file():
+                thumb = thumbnail(match.path, height, width, faded=match.status == JUNK)
+                canvas.paste(framed(thumb, STATUS_COLOURS[match.status]), (x, y))
+            else:
+                caption = f"{match.rank}: moved"
+            draw.text((x, y + height + 2 * BORDER + 2), caption, fill="black")
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")
     return Path(out)

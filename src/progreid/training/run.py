@@ -35,7 +35,7 @@ from progreid.training.tensorboard import TensorBoardLog
 from progreid.training.trainer import Plan, Stage, Trainer
 from progreid.training.trc import TRCPlan
 from progreid.utils.device import resolve_device
-from progreid.utils.io import atomic_write_json
+from progreid.utils.io import atomic_write_json, remove_stale_temporaries
 from progreid.utils.metrics_log import METRICS_NAME, MetricsLog
 
 
@@ -148,6 +148,7 @@ def train(cfg: Config, resume: bool = False, rank: int = 0,
     trainer = Trainer(cfg, dataset, run_dir, rank=rank, world_size=world_size)
     progress = trainer.load_checkpoint() if resume else {}
     if trainer.is_main:
+        remove_stale_temporaries(run_dir, run_dir / "checkpoints")  # left by a killed write
         write_run_files(cfg, run_dir, resume)
         save_split(dataset, run_dir)
     log = (TensorBoardLog if cfg.train.tensorboard else MetricsLog)(run_dir / METRICS_NAME,

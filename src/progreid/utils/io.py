@@ -72,3 +72,27 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 break
     return records
+
+
+#: The names :func:`atomic_path` and :func:`make_temp_dir` give their temp files and folders.
+TEMP_GLOB = ".*.????????.tmp"
+
+
+def make_temp_dir(target: str | os.PathLike) -> Path:
+    """An empty temp folder beside ``target`` (named as :data:`TEMP_GLOB`) with the usual mode
+    of a new folder (``mkdtemp`` makes 0700), to be renamed onto ``target`` when complete."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def remove_stale_temporaries(*folders: str | os.PathLike) -> list[Path]:
+    """Delete the temp files (:data:`TEMP_GLOB`) that a killed write left in ``folders``
+    (missing folders are skipped) and return them; only where nothing else writes meanwhile."""
+    stale = [path for folder in folders for path in Path(folder).glob(TEMP_GLOB)
+             if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
