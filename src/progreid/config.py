@@ -9,7 +9,6 @@ from, before any image is read or any file written.
 
 from __future__ import annotations
 
-import importlib.util
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -226,9 +225,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = config_from_dict({k: v for k, v in raw.items()
                             if v is not None or k not in METHOD_SECTIONS}, source)
     check_consistency(cfg, source)
-    if cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError(f"{source}: train.tensorboard = true needs the tensorboard package: "
-                          "pip install 'progreid[tensorboard]', or set train.tensorboard=false")
     return cfg
 
 

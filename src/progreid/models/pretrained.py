@@ -104,7 +104,17 @@ def _download_resnet(arch: str) -> Mapping[str, object]:
         raise PretrainedWeightsError(
             f"cannot download the {arch} ImageNet weights from {url}: no network is available "
             f"({exc}). Download the file elsewhere and put it at "
-            f"{imagenet_weights_path(arch)}, or pass its local path as pretrained: PATH") from exc
+            f"{imagenet_weights_path(arch)}, or set model.pretrained to its local path") from exc
+
+
+def check_pretrained(spec: str, arch: str) -> None:
+    """Refuse now, before any work, the weights ``spec`` names for ``arch`` when they are not on
+    this machine: a local file missing or unreadable, a package not installed, or a ResNet's
+    ImageNet file neither in the torch hub cache nor downloadable there (it is downloaded now)."""
+    if spec != "imagenet":
+        _read_file(Path(spec).expanduser())
+    elif not imagenet_weights_path(arch).is_file():
+        _download_resnet(arch)
 
 
 def _read_state_dict(spec: str, backbone: nn.Module) -> tuple[str, Mapping[str, Tensor]]:

@@ -30,7 +30,7 @@ from progreid.evaluation.pca import Projection, fit_pca
 from progreid.evaluation.pipeline import evaluate_model
 from progreid.training.hooks import evaluate_trainer, training_hooks
 from progreid.training.objective import Objective
-from progreid.training.pla import PLAPlan
+from progreid.training.preflight import check_before_data, check_file_list
 from progreid.training.tensorboard import TensorBoardLog
 from progreid.training.trainer import Plan, Stage, Trainer
 from progreid.training.trc import TRCPlan
@@ -50,8 +50,14 @@ class StandardPlan(Plan):
         yield self.stage
 
 
-#: The plan of each ``train.method``: standard, PLA Algorithm 1, or TRC phases.
-PLANS: dict[str, type[Plan]] = {"standard": StandardPlan, "pla": PLAPlan, "trc": TRCPlan}
+def plan_class(method: str) -> type[Plan]:
+    """The plan of a ``train.method``: standard, PLA Algorithm 1, or TRC phases. PLA's module
+    is imported only for a PLA run: it needs optuna (the ``pla`` extra, checked beforehand)."""
+    if method == "pla":
+        from progreid.training.pla import PLAPlan
+
+        return PLAPlan
+    return {"standard": StandardPlan, "trc": TRCPlan}[method]
 
 
 def load_dataset(cfg: Config, run_dir: Path | None = None) -> ReIDDataset:
@@ -83,7 +89,7 @@ def evaluate_untrained(cfg: Config) -> dict[str, float]:
 
     dataset = load_dataset(cfg)
     seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, "train.device")
     model = build_model(num_classes=dataset.num_train_pids, **cfg.model.model_dump()).to(device)
     return evaluate_model(Embedder.configured(model, cfg), dataset, cfg.eval, device,
                           cfg.data.workers)
@@ -135,15 +141,18 @@ def train(cfg: Config, resume: bool = False, rank: int = 0,
           world_size: int = 1) -> dict[str, float]:
     """Train as configured and return the final evaluation metrics (percent).
 
-    The config, the dataset's images (:func:`validate_dataset`) and, on ``resume``, the
-    checkpoint are all checked before the run folder is written, so a run that cannot start
-    leaves no partial run folder behind.
+    The config and this machine (:mod:`~progreid.training.preflight`), the dataset's file list
+    and images (:func:`validate_dataset`) and, on ``resume``, the checkpoint are all checked
+    before the run folder is written, so a run that cannot start leaves no partial run folder.
     """
+    check_before_data(cfg)
     objective = Objective.from_config(cfg.loss)
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
     run_dir = check_run_dir(cfg, resume)
-    dataset, scan = validate_dataset(load_dataset(cfg, run_dir if resume else None), cfg.data)
+    dataset = load_dataset(cfg, run_dir if resume else None)
+    check_file_list(cfg, dataset)
+    dataset, scan = validate_dataset(dataset, cfg.data)
     check_against_dataset(cfg.data, dataset, world_size)
     trainer = Trainer(cfg, dataset, run_dir, rank=rank, world_size=world_size)
     progress = trainer.load_checkpoint() if resume else {}
@@ -160,7 +169,7 @@ def train(cfg: Config, resume: bool = False, rank: int = 0,
         log.write("start", epoch=0, method=cfg.train.method,
                   train_images=len(dataset.train), train_ids=dataset.num_train_pids)
     log.write("data_check", epoch=trainer.epoch, **scan.log_fields())
-    plan = PLANS[cfg.train.method](cfg, objective, log, progress)
+    plan = plan_class(cfg.train.method)(cfg, objective, log, progress)
     trainer.fit(plan, training_hooks(plan, log))
     projection = fit_training_projection(trainer)
     metrics = evaluate_trainer(trainer, projection)

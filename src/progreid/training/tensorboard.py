@@ -37,8 +37,8 @@ def _numbers(prefix: str, value: Any) -> list[tuple[str, float]]:
 
 class TensorBoardLog(MetricsLog):
     """``metrics.jsonl`` mirrored record by record to ``RUN/tensorboard/`` (step: the record's
-    epoch); needs the ``tensorboard`` package (``progreid[tensorboard]``), checked when the
-    config loads. Every record is flushed at once, so a killed run loses nothing it logged."""
+    epoch); needs the ``tensorboard`` package (``progreid[tensorboard]``), checked before
+    training starts. Every record is flushed at once, so a killed run loses nothing it logged."""
 
     def __init__(self, path: str | Path, enabled: bool = True) -> None:
         super().__init__(path, enabled)
