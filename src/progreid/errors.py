@@ -7,6 +7,18 @@ callers already catch (``ValueError``, ``RuntimeError``, ``ImportError``).
 
 from __future__ import annotations
 
+import errno
+import os
+
+#: The file-system errors of a write, each with its fix.
+WRITE_FIXES = {
+    errno.EROFS: "choose a folder on a writable file system",
+    errno.ENOSPC: "free some space there or choose another folder",
+    errno.EDQUOT: "free some of your quota or choose another folder",
+    errno.EACCES: "allow writing there or choose another folder",
+    errno.EPERM: "allow writing there or choose another folder",
+}
+
 
 class ProgreidError(Exception):
     """Base of every error the command line reports as a user error."""
@@ -28,9 +40,38 @@ class NonFiniteLossError(ProgreidError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
 
 
+class OutputError(ProgreidError, OSError):
+    """A file or folder could not be written: read-only, full, not permitted or over quota."""
+
+    __str__ = ProgreidError.__str__  # the message, not OSError's "[Errno N] strerror: file"
+
+    @classmethod
+    def of(cls, exc: BaseException, path: str | os.PathLike | None = None) -> OutputError | None:
+        """The error naming ``path`` (default: the failed call's file) for the write error
+        behind ``exc``: itself or one it was raised from or while handling (``torch.save``
+        reports a full disk as a ``RuntimeError``); ``None`` when there is none or the file is
+        unknown."""
+        cause: BaseException | None = exc
+        while cause is not None and not (isinstance(cause, OSError) and
+                                         cause.errno in WRITE_FIXES):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, OutputError) or cause is None:
+            return cause
+        if not (path or cause.filename):
+            return None
+        where = os.fspath(path or cause.filename)
+        error = cls(f"cannot write {where}: {cause.strerror}; {WRITE_FIXES[cause.errno]}")
+        error.errno, error.filename = cause.errno, where
+        return error
+
+
 class ExportError(ProgreidError, RuntimeError):
     """An export failed, a needed package is missing, or the exported model disagrees with
     PyTorch beyond the tolerance; the message says which."""
+
+
+class PretrainedWeightsError(ProgreidError, ValueError):
+    """Pretrained weights cannot be found, read or loaded; the message names the file and fix."""
 
 
 class MissingDependencyError(ProgreidError, ImportError):

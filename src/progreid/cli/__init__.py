@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 # Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs spinning
@@ -33,12 +34,13 @@ from progreid.cli import (  # noqa: E402
     synth,
     train,
 )
-from progreid.errors import ProgreidError  # noqa: E402
+from progreid.errors import OutputError, ProgreidError  # noqa: E402
 
 COMMANDS = [train, evaluate, datasets, prepare, synth, demo, plot, profile, export, index, search,
             report]
 
-#: Errors printed as one line with exit status 2 (no traceback).
+#: Errors printed as one line with exit status 2 (no traceback unless --debug); so is a failed
+#: write (:meth:`OutputError.of`).
 USER_ERRORS = (ProgreidError, FileNotFoundError, ImportError)
 
 
@@ -46,10 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="progreid", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"progreid {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error too (or set PROGREID_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
     return parser
+
+
+def user_error(exc: Exception) -> Exception | None:
+    """``exc`` as the error to report in one line, or None for a genuine bug."""
+    return exc if isinstance(exc, USER_ERRORS) else OutputError.of(exc)
+
+
+def error_line(exc: Exception, error: Exception) -> str:
+    """The message of ``error`` (the user error of ``exc``) with the notes of both
+    (:meth:`BaseException.add_note`), on one line."""
+    line = str(error)
+    for note in dict.fromkeys([*getattr(error, "__notes__", []), *getattr(exc, "__notes__", [])]):
+        line = f"{line.rstrip('.')}; {note}"
+    return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,10 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except USER_ERRORS as exc:
-        print(f"progreid {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"progreid {args.command}: interrupted", file=sys.stderr)
         return 130
-
+    except Exception as exc:
+        error = user_error(exc)
+        if error is None:
+            raise
+        if args.debug or os.environ.get("PROGREID_DEBUG", "0") not in ("", "0"):
+            traceback.print_exc()
+        print(f"progreid {args.command}: error: {error_line(exc, error)}", file=sys.stderr)
+        return 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+from pathlib import Path
 
 from progreid.config import load_config
 
@@ -26,11 +28,34 @@ def run(args: argparse.Namespace) -> int:
     from progreid.utils.distributed import distributed_context
 
     cfg = load_config(args.config, args.overrides)
+    run_dir = Path(cfg.train.output_dir)
+    fresh = not run_dir.exists()
     with distributed_context(cfg.train.device, cfg.train.sync_bn) as (rank, world_size):
-        metrics = train(cfg, resume=args.resume, rank=rank, world_size=world_size)
+        try:
+            metrics = train(cfg, resume=args.resume, rank=rank, world_size=world_size)
+        except Exception as exc:
+            if fresh and rank == 0:
+                leave_nothing_partial(exc, run_dir)
+            raise
         if rank == 0 and args.json:
             print(json.dumps({"run": cfg.train.output_dir, **metrics}, indent=2))
         elif rank == 0:
             print(metrics_table({"final": metrics}))
             print(f"run folder: {cfg.train.output_dir}  (all metrics: results.json)")
     return 0
+
+
+def leave_nothing_partial(exc: Exception, run_dir: Path) -> None:
+    """After a user error ``exc``, remove the run folder this command created unless it holds
+    a checkpoint to ``--resume`` from; say which on ``exc`` (a note)."""
+    from progreid.cli import user_error
+
+    if user_error(exc) is None or not run_dir.exists():
+        return
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        exc.add_note(f"{run_dir} keeps its last checkpoint: fix the cause, then continue with "
+                     "--resume")
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if not run_dir.exists():
+        exc.add_note(f"{run_dir} held no checkpoint yet and was removed")

@@ -25,6 +25,7 @@ import torch
 from progreid.data.loading import build_eval_loader
 from progreid.data.sample import DatasetError, Sample
 from progreid.data.sampler import PKSampler
+from progreid.errors import OutputError
 from progreid.utils.io import atomic_path
 
 CACHE_DIR_ENV = "PROGREID_CACHE_DIR"
@@ -63,20 +64,36 @@ def cache_path(samples: Sequence[Sample], height: int, width: int,
 
 def _write_cache(path: Path, samples: Sequence[Sample], height: int, width: int,
                  workers: int) -> None:
-    """Decode every sample once into ``path`` (atomically), then drop stale versions of it."""
-    with atomic_path(path) as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                          shape=(len(samples), 3, height, width))
-        start = 0
-        for images, *_ in build_eval_loader(samples, height, width, DECODE_BATCH, workers):
-            array[start:start + len(images)] = images.numpy()
-            start += len(images)
-        array.flush()
-        del array
+    """Decode every sample once into ``path`` (atomically), then drop stale versions of it.
+
+    A folder that cannot take the file is an :class:`OutputError` saying how to choose another.
+    """
+    try:
+        with atomic_path(path) as tmp:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                              shape=(len(samples), 3, height, width))
+            _reserve(tmp)
+            start = 0
+            for images, *_ in build_eval_loader(samples, height, width, DECODE_BATCH, workers):
+                array[start:start + len(images)] = images.numpy()
+                start += len(images)
+            array.flush()
+            del array
+    except OutputError as exc:
+        exc.add_note(f"set ${CACHE_DIR_ENV} to a writable folder with room for the "
+                     "decoded-image cache, or data.cache=false")
+        raise
     dataset_key = path.name.split("-")[0]
     for stale in path.parent.glob(f"{dataset_key}-*.npy"):
         if stale != path:
             stale.unlink(missing_ok=True)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the whole file now: a full disk is then an ``OSError`` here, not a ``SIGBUS``
+    when the memory map writes to a page the disk has no room for."""
+    with open(path, "r+b") as handle:
+        os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
 
 
 def decoded_images(samples: Sequence[Sample], height: int, width: int, workers: int = 0,

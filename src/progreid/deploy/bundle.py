@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from progreid.config import Config, config_from_dict, config_to_dict
@@ -66,8 +66,13 @@ def save_bundle(path: str | Path, cfg: Config, model: nn.Module, num_classes: in
                "normalization": [list(values) for values in model.normalization]}
     if projection is not None:
         payload["pca"] = {"mean": projection.mean.cpu(), "components": projection.components.cpu()}
-    save_safetensors(path.with_suffix(".safetensors"), payload)
-    save_checkpoint(path, payload)
+    twin = path.with_suffix(".safetensors")
+    save_safetensors(twin, payload)
+    try:
+        save_checkpoint(path, payload)
+    except BaseException:
+        twin.unlink(missing_ok=True)  # no twin without its model.pt
+        raise
 
 
 def save_safetensors(path: Path, payload: dict[str, Any]) -> None:
@@ -79,12 +84,9 @@ def save_safetensors(path: Path, payload: dict[str, Any]) -> None:
     metadata = {"format": WEIGHTS_FORMAT, "config": json.dumps(payload["config"]),
                 "num_classes": str(payload["num_classes"]),
                 "normalization": json.dumps(payload["normalization"])}
-    try:
-        with atomic_path(path) as tmp:
-            save_file({key: value.contiguous().clone() for key, value in tensors.items()}, tmp,
-                      metadata)
-    except OSError as exc:
-        raise CheckpointError(f"could not write {path}: {exc}") from exc
+    with atomic_path(path) as tmp:  # written from Python: a full disk is then an OSError
+        tmp.write_bytes(safetensors_bytes({key: value.contiguous().clone()
+                                           for key, value in tensors.items()}, metadata))
 
 
 def read_safetensors(path: Path) -> dict[str, Any]:

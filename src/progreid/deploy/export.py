@@ -147,16 +147,19 @@ def check_format(fmt: str, half: bool = False) -> None:
 
 @contextmanager
 def quiet_exporter() -> Iterator[None]:
-    """Silence the exporters' notes (torchvision ops it skips, pytree deprecations)."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Silence the exporters' notes (torchvision ops it skips, pytree deprecations, ONNX
+    graph passes)."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def batch_axis() -> dict[str, dict[int, torch.export.Dim]]:
@@ -275,6 +278,10 @@ def export_run(run: str | Path, fmt: Format = "onnx", out: str | Path | None = N
     result = ExportResult(str(out), fmt, ["batch", 3, height, width], dim, module.embedder.flip,
                           module.embedder.projection is not None, half, diff.absolute,
                           diff.relative, "max_rel_diff" if half else "max_abs_diff", tolerance)
-    atomic_write_json(f"{out}.json", {**asdict(result), "input": "uint8 RGB, channels first",
-                                      "output": "embedding (float32)"})
+    try:
+        atomic_write_json(f"{out}.json", {**asdict(result), "input": "uint8 RGB, channels first",
+                                          "output": "embedding (float32)"})
+    except BaseException:
+        Path(out).unlink()  # no exported model without its description
+        raise
     return result

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from progreid.errors import PretrainedWeightsError
+
 log = logging.getLogger(__name__)
 
 IMAGENET_URLS = {
@@ -64,10 +66,6 @@ IMAGENET_SOURCES: dict[str, PackagedWeights] = {
         _EXTRA, "_fc.")
        for i, digest in ((0, "57934424"), (1, "77cc7160"), (2, "9656183e"))},
 }
-
-
-class PretrainedWeightsError(ValueError):
-    """Pretrained weights cannot be found, read or loaded; the message names the file and fix."""
 
 
 class LoadedKeys(NamedTuple):

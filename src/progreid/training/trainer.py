@@ -311,10 +311,11 @@ class Trainer:
         bar.close()
         means = epoch_means(sums, steps)
         if not all(np.isfinite(v) for v in means.values()):
+            kept = ("its last checkpoint is kept" if self.checkpoint_path.exists()
+                    else "no checkpoint had been written yet")
             raise NonFiniteLossError(
                 f"loss became {means.get('loss')} in epoch {self.epoch + 1} (terms {means}); "
-                "training stopped and the last checkpoint was kept. Lower optim.lr or check "
-                "the data.")
+                f"training stopped and {kept}. Lower optim.lr or check the data.")
         self.epoch += 1
         return EpochStats(self.epoch, means, lr, time.perf_counter() - start,
                           images_seen * self.world_size)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import pickletools
 import re
-import struct
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,22 @@ from torch import nn
 from progreid.errors import CheckpointError
 from progreid.utils.io import atomic_path
 
-#: How ``weights_only`` loading names what it refused: "GLOBAL posix.system", or an opcode it
-#: does not know ("Unsupported operand 80": not a pickle of plain data, e.g. a cut-off file).
+#: How ``weights_only`` loading names what it refused: "GLOBAL posix.system".
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
-_REFUSED_OTHER = re.compile(r"(Unsupported [^\n.]+)")
+#: How each format ``torch.save`` writes begins: a zip archive, or the legacy pickled magic number.
+_TORCH_HEADERS = (b"PK\x03\x04", pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2))
+#: Pickle opcodes that import a function or class: the way a pickle runs code.
+_IMPORTS = {"GLOBAL", "STACK_GLOBAL", "INST"}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """``torch.save`` to a temp file and rename: a crash or a full disk never leaves half a file.
 
-    On failure (e.g. ``OSError: No space left on device``) the previous checkpoint at ``path``
-    is intact and the error is re-raised naming the file.
+    On failure the previous checkpoint at ``path`` is intact; a full or read-only disk is an
+    :class:`~progreid.errors.OutputError` naming the file.
     """
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-    except OSError as exc:
-        raise CheckpointError(f"could not write checkpoint {path}: {exc}; the previous "
-                              "checkpoint (if any) is intact") from exc
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a handle: torch then reports
+        torch.save(payload, handle)                            # a full disk as its OSError
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -47,8 +44,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, IndexError, ValueError,
-            struct.error, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # whatever a damaged or foreign file makes torch raise
         raise _load_error(path, exc) from exc
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} is not a progreid checkpoint (expected a dict, got "
@@ -58,18 +54,43 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
 
 def _load_error(path: Path, exc: Exception) -> CheckpointError:
     """The user's message for a failed ``weights_only`` load, from torch's long one."""
-    refused = _REFUSED_GLOBAL.search(str(exc))
-    if isinstance(exc, pickle.UnpicklingError) and refused:
+    refused = _REFUSED_GLOBAL.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) \
+        else None
+    imported = refused.group(1) if refused else _imported_name(path)
+    if imported:
         return CheckpointError(
-            f"refusing to load {path}: it would import {refused.group(1)}, which is neither a "
+            f"refusing to load {path}: it would import {imported}, which is neither a "
             "tensor nor plain data; progreid loads checkpoints with weights_only=True and never "
             "runs code from a file. Re-save it from trusted code as a state dict, or use an "
             "earlier checkpoint.")
-    detail = _REFUSED_OTHER.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+    with open(path, "rb") as handle:
+        head = handle.read(len(_TORCH_HEADERS[1]))
+    if not any(header.startswith(head) or head.startswith(header) for header in _TORCH_HEADERS):
+        return CheckpointError(f"{path} is not a progreid checkpoint or model.pt (not a file "
+                               "torch.save wrote); pass a run folder, its model.pt or "
+                               "checkpoints/last.pt")
     lines = str(exc).strip().splitlines()
-    reason = detail.group(1) if detail else lines[0] if lines else type(exc).__name__
+    reason = lines[0] if lines else type(exc).__name__
     return CheckpointError(f"checkpoint {path} is truncated or corrupt ({reason}); use an "
                            "earlier checkpoint or retrain")
+
+
+def _imported_name(path: Path) -> str | None:
+    """The first function or class that the raw pickle ``path`` (protocol 2 or later, not
+    torch's zip) would import, read from its opcodes without running any; None if none."""
+    data = path.read_bytes()
+    if not data.startswith(b"\x80"):  # no PROTO opcode: zip, text or binary noise
+        return None
+    strings: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in _IMPORTS:
+                return ".".join(strings[-2:]) if arg is None else arg.replace(" ", ".")
+            if isinstance(arg, str):
+                strings.append(arg)
+    except ValueError:  # cut short or not a pickle after all
+        return None
+    return None
 
 
 def require_keys(payload: Mapping[str, Any], keys: tuple[str, ...], path: str | Path,

@@ -1,4 +1,7 @@
-"""Atomic writes: output lands under a temp name and is renamed, so a crash leaves no half file."""
+"""Atomic writes: output lands under a temp name and is renamed, so a crash leaves no half file.
+
+A write that fails for want of space or permission raises :class:`OutputError` naming the file.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,11 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
+
+from progreid.errors import OutputError
 
 
 def _umask() -> int:
@@ -19,25 +24,48 @@ def _umask() -> int:
 
 
 @contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a failed write (read-only, full, not permitted, over quota) inside the block into
+    an :class:`OutputError` naming ``path``; other errors pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        error = OutputError.of(exc, path)
+        if error is None or error is exc:
+            raise
+        raise error from exc
+
+
+@contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it is fsynced and renamed onto ``path``.
 
-    On any error the temp file is removed and ``path`` is left as it was.
+    On any error the temp file is removed and ``path`` is left as it was; a failed write is
+    an :class:`OutputError` naming ``path``.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual mode
-        os.replace(tmp_path, target)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    new_folders = [folder for folder in (target.parent, *target.parent.parents)
+                   if not folder.exists()]
+    tmp_path = None
+    with writing(target):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                       dir=target.parent)
+            os.close(fd)
+            tmp_path = Path(tmp)
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual mode
+            os.replace(tmp_path, target)
+        except BaseException:
+            if tmp_path:
+                tmp_path.unlink(missing_ok=True)
+            for folder in new_folders:  # the folders made for it, deepest first, if empty
+                with suppress(OSError):
+                    folder.rmdir()
+            raise
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None],
@@ -58,7 +86,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON line (the metrics log); a line is written whole or not at all."""
     line = json.dumps(record, sort_keys=True) + "\n"
-    with open(path, "a") as fh:
+    with writing(path), open(path, "a") as fh:
         fh.write(line)
 
 
