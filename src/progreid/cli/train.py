@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from progreid.config import load_config
+from progreid.utils.io import missing_folders, remove_empty
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,13 +30,13 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(cfg.train.output_dir)
-    fresh = not run_dir.exists()
+    new_folders = missing_folders(run_dir)
     with distributed_context(cfg.train.device, cfg.train.sync_bn) as (rank, world_size):
         try:
             metrics = train(cfg, resume=args.resume, rank=rank, world_size=world_size)
         except Exception as exc:
-            if fresh and rank == 0:
-                leave_nothing_partial(exc, run_dir)
+            if new_folders and rank == 0:
+                leave_nothing_partial(exc, new_folders)
             raise
         if rank == 0 and args.json:
             print(json.dumps({"run": cfg.train.output_dir, **metrics}, indent=2))
@@ -45,11 +46,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def leave_nothing_partial(exc: Exception, run_dir: Path) -> None:
-    """After a user error ``exc``, remove the run folder this command created unless it holds
-    a checkpoint to ``--resume`` from; say which on ``exc`` (a note)."""
+def leave_nothing_partial(exc: Exception, new_folders: list[Path]) -> None:
+    """After a user error ``exc``, remove the run folder (and the parents) this command created
+    unless it holds a checkpoint to ``--resume`` from; say which on ``exc`` (a note)."""
     from progreid.cli import user_error
 
+    run_dir = new_folders[0]
     if user_error(exc) is None or not run_dir.exists():
         return
     if (run_dir / "checkpoints" / "last.pt").exists():
@@ -57,5 +59,6 @@ def leave_nothing_partial(exc: Exception, run_dir: Path) -> None:
                      "--resume")
         return
     shutil.rmtree(run_dir, ignore_errors=True)
+    remove_empty(new_folders[1:])
     if not run_dir.exists():
         exc.add_note(f"{run_dir} held no checkpoint yet and was removed")

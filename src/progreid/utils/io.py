@@ -44,8 +44,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     an :class:`OutputError` naming ``path``.
     """
     target = Path(path)
-    new_folders = [folder for folder in (target.parent, *target.parent.parents)
-                   if not folder.exists()]
+    new_folders = missing_folders(target.parent)
     tmp_path = None
     with writing(target):
         try:
@@ -62,10 +61,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except BaseException:
             if tmp_path:
                 tmp_path.unlink(missing_ok=True)
-            for folder in new_folders:  # the folders made for it, deepest first, if empty
-                with suppress(OSError):
-                    folder.rmdir()
+            remove_empty(new_folders)
             raise
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    return [path for path in (folder, *folder.parents) if not path.exists()]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty: undo what a failed write made."""
+    for folder in folders:
+        with suppress(OSError):
+            folder.rmdir()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None],
