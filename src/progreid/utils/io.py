@@ -119,8 +119,9 @@ def make_temp_dir(target: str | os.PathLike) -> Path:
     """An empty temp folder beside ``target`` (named as :data:`TEMP_GLOB`) with the usual mode
     of a new folder (``mkdtemp`` makes 0700), to be renamed onto ``target`` when complete."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     return tmp
 
