@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import pickletools
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a raw pickle's protocol: refused below in one line
+            warnings.filterwarnings("ignore", "Detected pickle protocol")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # whatever a damaged or foreign file makes torch raise
         raise _load_error(path, exc) from exc
     if not isinstance(payload, dict):
