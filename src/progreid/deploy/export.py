@@ -42,7 +42,7 @@ from progreid.deploy.bundle import Bundle, load_bundle
 from progreid.deploy.onnx_backend import INPUT_NAME, OUTPUT_NAME, export_metadata
 from progreid.errors import ExportError
 from progreid.evaluation.features import Embedder
-from progreid.utils.io import atomic_path, atomic_write_json
+from progreid.utils.io import atomic_path, atomic_write_json, probe_writable
 
 Format = Literal["onnx", "pt2"]
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "pt2": ".pt2"}
@@ -265,11 +265,12 @@ def export_run(run: str | Path, fmt: Format = "onnx", out: str | Path | None = N
     check_format(fmt, half)
     tolerance = resolve_tolerance(tolerance, half)
     run = Path(run)
-    bundle = load_bundle(run, "cpu")
-    module = embedding_model(bundle)
     if out is None:
         out = (run if run.is_dir() else run.parent) / f"model{'-fp16' if half else ''}" \
                                                       f"{SUFFIXES[fmt]}"
+    probe_writable(Path(out).parent, f"--out {out}")
+    bundle = load_bundle(run, "cpu")
+    module = embedding_model(bundle)
     height, width = bundle.config.data.height, bundle.config.data.width
     with torch.inference_mode():
         dim = int(module(random_images(1, height, width, seed=0)).shape[1])

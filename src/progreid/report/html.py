@@ -29,7 +29,7 @@ from progreid.data.sample import DatasetError
 from progreid.report.plots import FIGURES, MissingDependencyError, new_figure, spread
 from progreid.search.query import JUNK, STATUS_COLOURS, QueryResult, ranked_results
 from progreid.utils.checkpoint import CheckpointError
-from progreid.utils.io import atomic_write_text
+from progreid.utils.io import atomic_write_text, probe_writable
 from progreid.utils.metrics_log import METRICS_NAME, read_records
 from progreid.utils.progress import progress
 
@@ -217,5 +217,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, queries: in
                  top: int = 10, device: torch.device | str = "cpu") -> Path:
     """Write the report page (default ``RUN_DIR/report.html``) atomically; return its path."""
     out = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
+    probe_writable(out.parent, f"--out {out}")
     atomic_write_text(out, render_report(run_dir, queries, top, device))
     return out

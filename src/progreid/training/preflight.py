@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from progreid.errors import ConfigError
 from progreid.models import build_model
 from progreid.models.pretrained import PretrainedWeightsError, check_pretrained
 from progreid.utils.device import resolve_device
+from progreid.utils.io import probe_writable
 
 #: The optional packages a setting needs: (the setting, whether the config has it, the modules,
 #: the progreid extra that installs them, the other choice).
@@ -49,11 +49,11 @@ def check_before_data(cfg: Config) -> None:
         except PretrainedWeightsError as exc:
             raise ConfigError(f"model.pretrained = {cfg.model.pretrained!r}: {exc} (or set "
                               "model.pretrained=null to start from random weights)") from exc
-    output = probe(Path(cfg.train.output_dir), OUTPUT_SETTING.format(cfg.train.output_dir),
+    output = probe_writable(Path(cfg.train.output_dir), OUTPUT_SETTING.format(cfg.train.output_dir),
                    OUTPUT_FIX)
     if cfg.data.cache:
         cache = default_cache_dir()
-        probe(cache, f"data.cache = true: the decoded-image cache {cache}",
+        probe_writable(cache, f"data.cache = true: the decoded-image cache {cache}",
               f"set {CACHE_DIR_ENV} to a writable folder, or data.cache=false")
     model = meta_model(cfg)
     if cfg.eval.pca_dim is not None and cfg.eval.pca_dim > model.embedding_dim:
@@ -106,16 +106,3 @@ def check_room(cfg: Config, folder: Path, need: int) -> None:
                           f"{free / 2**20:.1f} MiB free, but a checkpoint of this model needs "
                           f"about {need / 2**20:.1f} MiB (weights and optimizer state); free some "
                           f"space there or {OUTPUT_FIX}")
-
-
-def probe(folder: Path, setting: str, fix: str) -> Path:
-    """Create and remove a probe file in ``folder``, or in its nearest existing parent when it
-    does not exist yet; return where the probe was written."""
-    existing = next(path for path in (folder, *folder.parents) if path.exists())
-    try:
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".progreid-probe-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"{setting}: cannot write in {existing.absolute()} "
-                          f"({exc.strerror or exc}); {fix}") from exc
-    return existing

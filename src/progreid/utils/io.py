@@ -13,7 +13,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
-from progreid.errors import OutputError
+from progreid.errors import WRITE_FIXES, ConfigError, OutputError
 
 
 def _umask() -> int:
@@ -134,3 +134,18 @@ def remove_stale_temporaries(*folders: str | os.PathLike) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def probe_writable(folder: Path, setting: str, fix: str | None = None) -> Path:
+    """Create and remove a probe file in ``folder``, or in its nearest existing parent when it
+    does not exist yet, before any work whose output goes there; return where the probe was
+    written. ``fix`` defaults to the usual one for the error (:data:`WRITE_FIXES`)."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".progreid-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot write in {existing.absolute()} "
+                          f"({exc.strerror or exc}); "
+                          f"{fix or WRITE_FIXES.get(exc.errno, 'choose another folder')}") from exc
+    return existing
