@@ -14,13 +14,7 @@ import torch
 from torch import Tensor
 
 from progreid.config import LossConfig
-from progreid.losses import (
-    BatchHard,
-    CrossEntropy,
-    MetricTerm,
-    composite_loss,
-    metric_term,
-)
+from progreid.losses import BatchHard, CrossEntropy, MetricTerm, composite_loss, metric_term
 from progreid.models import ModelOutput
 
 

@@ -12,7 +12,6 @@ checks the loss is finite, then calls the hooks. :meth:`Trainer.snapshot` and
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import random
 import time
@@ -258,10 +257,9 @@ class Trainer:
                 group["betas"] = (beta1, group["betas"][1])
         return lr
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, torch.bfloat16,
+                              enabled=self.amp and self.device.type == "cuda")
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Augmented float images and labels of one epoch, on the training device."""

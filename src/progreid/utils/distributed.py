@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -117,16 +117,16 @@ def local_main_first() -> Iterator[None]:
         dist.barrier()
 
 
-def main_process_result(compute: Callable[[], T]) -> T:
-    """``compute()`` on rank 0 only; every process returns rank 0's (picklable) result.
+def main_process_result(compute: Callable[..., T], *args: Any) -> T:
+    """``compute(*args)`` on rank 0 only; every process returns rank 0's (picklable) result.
 
     Evaluation under torchrun uses it: rank 0 evaluates the unwrapped model (the one it saves),
     the others wait, and a driver that decides on the metrics decides the same on every rank.
     """
     rank, world = process_group()
     if world == 1:
-        return compute()
-    box = [compute() if rank == 0 else None]
+        return compute(*args)
+    box = [compute(*args) if rank == 0 else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 
