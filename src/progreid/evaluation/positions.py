@@ -68,8 +68,7 @@ class Scratch:
         numel = shape.numel()
         buffer = self._buffers.get((dtype, device))
         if buffer is None or buffer.numel() < numel:
-            buffer = self._buffers[dtype, device] = torch.empty(numel, dtype=dtype,
-                                                                device=device)
+            buffer = self._buffers[dtype, device] = torch.empty(numel, dtype=dtype, device=device)
         return buffer[:numel].view(shape)
 
 

@@ -68,9 +68,7 @@ def single_shot_gallery(gallery_pids, rng: np.random.Generator) -> np.ndarray:
     pids = np.asarray(gallery_pids)
     shuffled = rng.permutation(len(pids))
     order = shuffled[np.argsort(pids[shuffled], kind="stable")]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = pids[order][1:] != pids[order][:-1]
-    return order[first]
+    return order[np.unique(pids[order], return_index=True)[1]]  # each identity's first
 
 
 def cuhk03_single_shot(query_features, gallery_features, query_pids, gallery_pids,

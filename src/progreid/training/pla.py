@@ -377,10 +377,8 @@ class PLAPlan(Plan):
         return self.state.origin if self.cfg.pla.schedule_scope == "round" else 0
 
     def _explore_round(self, trainer: Trainer, study: RoundStudy | None) -> Iterator[Stage]:
-        """Explore every candidate not yet explored in this round, restoring after each.
-
-        ``study`` is None on the processes other than rank 0, which only train.
-        """
+        """Explore every candidate not yet explored in this round, restoring after each
+        (``study`` is None on the processes other than rank 0, which only train)."""
         state, pla = self.state, self.cfg.pla
         if trainer.epoch != state.origin:
             raise RuntimeError(f"PLA round {state.round}: exploration must start at the round's "

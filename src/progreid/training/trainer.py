@@ -244,10 +244,7 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
     def apply_schedule(self) -> float:
         """Set learning rate (and Adam beta1) for the epoch about to run; return the heads' rate
-        (each parameter group gets it times its ``lr_mult``).
-
-        The schedule is a function of ``epoch - schedule_start``, the epochs since it started.
-        """
+        (each parameter group gets it times its ``lr_mult``), at ``epoch - schedule_start``."""
         epoch = self.epoch - self.schedule_start
         lr = learning_rate(epoch, self.cfg.optim.lr, self.cfg.schedule)
         for group in self.optimizer.param_groups:
@@ -275,11 +272,7 @@ class Trainer:
             yield images, pids
 
     def train_epoch(self, objective: Objective, hooks: Sequence[Hook] = ()) -> EpochStats:
-        """Run one epoch over the PK sampler with ``objective``; return mean loss terms.
-
-        Each hook's ``after_step`` sees each batch's model output (e.g. TRC's S-value histogram
-        of the metric features) without a second forward pass.
-        """
+        """Run one epoch over the PK sampler with ``objective``; return mean loss terms."""
         self.model.train()
         lr = self.apply_schedule()
         start = time.perf_counter()

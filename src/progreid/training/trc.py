@@ -15,7 +15,7 @@ distribution of TRC Fig. 3. The S values come from the batch's metric features a
 computed them (no second forward pass); with several metric features (MGN) the histogram pools
 all of them. It is the plan's one hook, :class:`SHistogram`.
 
-``train.epochs`` is not used: the budget is ``trc.vanilla_epochs + trc.full_epochs``. The
+``train.epochs`` is refused: the budget is ``trc.vanilla_epochs + trc.full_epochs``. The
 checkpoint's ``extra`` holds ``{"phase", "phase_epoch"}`` so ``--resume`` continues in the right
 phase with the right phase-local learning rate.
 """
@@ -91,9 +91,6 @@ class PhaseProgress:
                                   "run trained with train.method = 'trc'?)")
         return cls(phase, phase_epoch)
 
-    def extra(self) -> dict[str, Any]:
-        return {"phase": self.phase, "phase_epoch": self.phase_epoch}
-
 
 class TRCPlan(Plan):
     """TRC Sec. IV: the vanilla phase, then the full phase, resuming from ``progress``."""
@@ -113,8 +110,8 @@ class TRCPlan(Plan):
         for phase, budget in self.budgets[PHASES.index(self.start.phase):]:
             first = trainer.epoch - (self.start.phase_epoch if phase == self.start.phase else 0)
             self.stage = Stage(self.objectives[phase], first + budget, first,
-                               fields=lambda epoch, phase=phase, first=first: PhaseProgress(
-                                   phase, epoch - first).extra())
+                               fields=lambda epoch, phase=phase, first=first: {
+                                   "phase": phase, "phase_epoch": epoch - first})
             yield self.stage
 
     def progress(self, trainer: Trainer) -> dict[str, Any]:

@@ -37,10 +37,7 @@ T = TypeVar("T")
 
 @contextmanager
 def distributed_context(device: str, sync_bn: bool) -> Iterator[tuple[int, int]]:
-    """Yield (rank, world_size); under torchrun, initialise and finally destroy the group.
-
-    ``device`` and ``sync_bn`` are ``train.device`` and ``train.sync_bn`` of the recipe.
-    """
+    """Yield (rank, world_size); under torchrun, initialise and finally destroy the group."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         yield 0, 1
@@ -118,11 +115,8 @@ def local_main_first() -> Iterator[None]:
 
 
 def main_process_result(compute: Callable[..., T], *args: Any) -> T:
-    """``compute(*args)`` on rank 0 only; every process returns rank 0's (picklable) result.
-
-    Evaluation under torchrun uses it: rank 0 evaluates the unwrapped model (the one it saves),
-    the others wait, and a driver that decides on the metrics decides the same on every rank.
-    """
+    """``compute(*args)`` on rank 0 only; every process returns rank 0's (picklable) result, so
+    a decision taken on rank 0 (PLA's study) is the same on every rank."""
     rank, world = process_group()
     if world == 1:
         return compute(*args)
