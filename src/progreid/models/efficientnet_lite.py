@@ -106,6 +106,7 @@ class MBConvBlock(nn.Module):
         self._project_conv = Conv2dSame(mid, out_channels, 1)
         self._bn2 = _bn(out_channels)
         self._act = nn.ReLU6(inplace=True)
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.use_residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:
