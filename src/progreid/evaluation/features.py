@@ -90,12 +90,10 @@ class Embedder:
             rank, world = 0, 1  # too few to split: every process embeds them all
         if world > 1:
             share_rank0_buffers(self.model)
-        chunks = []
         loader = build_eval_loader(samples[rank::world], self.height, self.width, batch_size,
                                    workers)
-        for images, *_ in progress(loader, f"embedding {len(samples)} images", unit="batch",
-                                   enabled=rank == 0):
-            chunks.append(self.embed(images.to(device, non_blocking=True)))
+        bar = progress(loader, f"embedding {len(samples)} images", unit="batch", enabled=rank == 0)
+        chunks = [self.embed(images.to(device, non_blocking=True)) for images, *_ in bar]
         self.model.train(was_training)
         features = torch.cat(chunks) if chunks else torch.empty(0, 0, device=device)
         if world > 1:

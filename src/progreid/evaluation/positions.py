@@ -57,8 +57,7 @@ class Gallery:
 
 
 class Scratch:
-    """Chunk-sized work tensors, reused from chunk to chunk (fresh ones would cost page faults
-    on every chunk)."""
+    """Chunk-sized work tensors reused across chunks (fresh ones would cost page faults each)."""
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}

@@ -99,8 +99,7 @@ METRIC_LOSSES: dict[str, type[MetricTerm]] = {
 
 
 def metric_params(name: str) -> list[str]:
-    """The parameters of the metric loss ``name``; an unknown name is a ValueError listing the
-    known ones."""
+    """The parameters of the metric loss ``name``; ValueError listing the known names if unknown."""
     if name not in METRIC_LOSSES:
         raise ValueError(f"unknown metric loss {name!r}; expected one of {sorted(METRIC_LOSSES)}")
     return [f.name for f in dataclasses.fields(METRIC_LOSSES[name])]

@@ -75,6 +75,5 @@ class MGN(nn.Module):
         embedding = torch.cat(normed, dim=1)
         if not self.training:
             return embedding
-        logits = [head.classifier(feature)
-                  for head, feature in zip(self.heads, normed, strict=True)]
+        logits = [head.classifier(f) for head, f in zip(self.heads, normed, strict=True)]
         return ModelOutput(logits, reduced[:len(BRANCH_STRIPES)], embedding)

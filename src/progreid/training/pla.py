@@ -150,12 +150,9 @@ def loss_drop_objective(epoch_losses: list[float], expected_drop: float) -> Loss
 # --------------------------------------------------------------------------- budget
 def exploitation_length(cfg: Config, origin: int, explored_before: int,
                         num_candidates: int) -> int:
-    """Epochs the round starting at epoch ``origin`` exploits within the budget M (0: none).
-
-    ``explored_before`` counts exploration epochs of earlier rounds; with
-    ``pla.count_exploration`` they and this round's ``num_candidates * explore_epochs`` are
-    charged to M as well.
-    """
+    """Epochs the round starting at epoch ``origin`` exploits within the budget M (0: none);
+    with ``pla.count_exploration`` the ``explored_before`` epochs of earlier rounds' explorations
+    and this round's ``num_candidates * explore_epochs`` are charged to M as well."""
     pla = cfg.pla
     spent = origin
     if pla.count_exploration:

@@ -68,12 +68,9 @@ def local_rank() -> int:
 
 
 def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """DistributedDataParallel around ``model`` (which keeps the weights, unwrapped).
-
-    ``find_unused_parameters`` is on because an objective may leave a head without gradient
-    (PLA exploring lambda = 0, or ``loss.ce_weight: 0``); such parameters then get no update,
-    exactly as in a single process.
-    """
+    """DistributedDataParallel around ``model`` (which keeps the weights, unwrapped), with
+    ``find_unused_parameters``: an objective may leave a head without gradient (PLA exploring
+    lambda = 0, or ``loss.ce_weight: 0``), which then gets no update, as in a single process."""
     device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
@@ -104,8 +101,7 @@ def loss_scale() -> int:
 
 @contextmanager
 def local_main_first() -> Iterator[None]:
-    """Run the body on each machine's first process before the others (e.g. to build a cache
-    that the others then read)."""
+    """Run the body on each machine's first process before the others (e.g. to build a cache)."""
     first, distributed = local_rank() == 0, process_group()[1] > 1
     if distributed and not first:
         dist.barrier()
