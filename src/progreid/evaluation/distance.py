@@ -54,12 +54,10 @@ def as_features(array, name: str) -> torch.Tensor:
 
 
 class GalleryDistance:
-    """Distances from query features to a fixed gallery (float32, on the gallery's device).
-
-    ``euclidean`` is the plain (not squared) distance sqrt(max(|q|^2 - 2 q.g + |g|^2, 0));
-    ``cosine`` is 1 - q.g / (|q| |g|). The gallery norms are computed once, so a loop over
-    query chunks costs one matrix product per chunk and never copies the gallery.
-    """
+    """Distances from query features to a fixed gallery (float32, on the gallery's device):
+    ``euclidean`` is the plain (not squared) sqrt(max(|q|^2 - 2 q.g + |g|^2, 0)), ``cosine``
+    1 - q.g / (|q| |g|). The gallery norms are computed once, so a loop over query chunks costs
+    one matrix product per chunk and never copies the gallery."""
 
     def __init__(self, gallery, metric: Metric = "euclidean", name: str = "gallery_features"):
         if metric not in METRICS:

@@ -311,11 +311,9 @@ class RoundState:
 # --------------------------------------------------------------------------- the plan
 class PLAPlan(Plan):
     """PLA Algorithm 1 as a training plan (see the module docstring); ``progress`` resumes a run.
-
-    Under torchrun every process trains; the per-epoch losses are already averaged over the
-    processes, so each computes the same f(w). Rank 0 alone owns the study and its decisions
-    (which explorations are finished, the proposal w') reach the others by broadcast.
-    """
+    Under torchrun every process trains and computes the same f(w) (the epoch losses are averaged
+    over the processes); rank 0 alone owns the study and broadcasts its decisions (which
+    explorations are finished, the proposal w')."""
 
     def __init__(self, cfg: Config, objective: Objective, log: MetricsLog,
                  progress: dict[str, Any]) -> None:

@@ -39,12 +39,9 @@ from progreid.utils.metrics_log import MetricsLog
 
 
 class SHistogram(Hook):
-    """Accumulates the S values (TRC Eq. 4) of an epoch's batches into equal bins over [0, 1]
-    and logs them as the epoch's ``trc_histogram`` record.
-
-    ``k`` is the loss's k (None: the loss's default). ``violations`` counts the pairs with
-    S >= 0.5, i.e. d_ap >= min_n d_an: the ideal top-rank counter H of TRC Eq. 3.
-    """
+    """The epoch's S values (TRC Eq. 4) in equal bins over [0, 1], logged as its ``trc_histogram``
+    record; ``k`` is the loss's k (None: its default). ``violations`` counts the pairs with
+    S >= 0.5, i.e. d_ap >= min_n d_an: the ideal top-rank counter H of TRC Eq. 3."""
 
     def __init__(self, bins: int, k: float | None = None, log: MetricsLog | None = None) -> None:
         self.bins, self.k, self.log = bins, k, log
