@@ -11,14 +11,6 @@ from progreid.evaluation.ranking import RankingResult, evaluate, evaluate_featur
 from progreid.evaluation.rerank import re_rank, re_rank_features
 
 __all__ = [
-    "RankingResult",
-    "cuhk03_single_shot",
-    "evaluate",
-    "evaluate_features",
-    "market_multi_query",
-    "pairwise_distance",
-    "pool_multi_query",
-    "re_rank",
-    "re_rank_features",
-    "single_shot_gallery",
+    "RankingResult", "cuhk03_single_shot", "evaluate", "evaluate_features", "market_multi_query",
+    "pairwise_distance", "pool_multi_query", "re_rank", "re_rank_features", "single_shot_gallery",
 ]

@@ -25,27 +25,39 @@ def as_tensor(array, name: str, device: torch.device | str | None = None) -> tor
     return tensor if device is None else tensor.to(device)
 
 
+def as_ids(values, name: str, length: int, device: torch.device | None = None) -> torch.Tensor:
+    """``values`` as a length-``length`` int64 tensor of identities or cameras."""
+    ids = as_tensor(values, name, device)
+    if ids.shape != (length,):
+        raise ValueError(f"{name} has shape {tuple(ids.shape)}; expected ({length},)")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integers, got dtype {ids.dtype}")
+    return ids.long()
+
+
+def as_matrix(array, name: str, what: str, device: torch.device | None = None) -> torch.Tensor:
+    """``array`` as a 2-D tensor of real numbers; ``what`` names its rows and columns."""
+    matrix = as_tensor(array, name, device)
+    if matrix.dim() != 2:
+        raise ValueError(f"{name} must be 2-D ({what}), got shape {tuple(matrix.shape)}")
+    if matrix.dtype == torch.bool or matrix.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {matrix.dtype}")
+    return matrix
+
+
 def as_features(array, name: str) -> torch.Tensor:
     """``array`` as a 2-D float32 tensor of finite values (on its own device)."""
-    features = as_tensor(array, name)
-    if features.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (images x dimensions), got shape "
-                         f"{tuple(features.shape)}")
-    if features.dtype == torch.bool or features.is_complex():
-        raise TypeError(f"{name} must hold real numbers, got dtype {features.dtype}")
-    features = features.float()
+    features = as_matrix(array, name, "images x dimensions").float()
     if not bool(torch.isfinite(features).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return features
 
 
 class GalleryDistance:
-    """Distances from query features to a fixed gallery (float32, on the gallery's device).
-
-    ``euclidean`` is the plain (not squared) distance sqrt(max(|q|^2 - 2 q.g + |g|^2, 0));
-    ``cosine`` is 1 - q.g / (|q| |g|). The gallery norms are computed once, so a loop over
-    query chunks costs one matrix product per chunk and never copies the gallery.
-    """
+    """Distances from query features to a fixed gallery (float32, on the gallery's device):
+    ``euclidean`` is the plain (not squared) sqrt(max(|q|^2 - 2 q.g + |g|^2, 0)), ``cosine``
+    1 - q.g / (|q| |g|). The gallery norms are computed once, so a loop over query chunks costs
+    one matrix product per chunk and never copies the gallery."""
 
     def __init__(self, gallery, metric: Metric = "euclidean", name: str = "gallery_features"):
         if metric not in METRICS:

@@ -51,8 +51,7 @@ class Embedder:
     @classmethod
     def configured(cls, model: nn.Module, cfg: Config,
                    projection: Projection | None = None) -> Embedder:
-        """``model``'s inference at the input size of ``cfg.data`` with the test-time
-        augmentation of ``cfg.eval``."""
+        """``model`` at the size of ``cfg.data`` with the test-time augmentation of ``cfg.eval``."""
         return cls(model, cfg.data.height, cfg.data.width, cfg.eval.flip, cfg.eval.ten_crop,
                    projection)
 
@@ -71,8 +70,7 @@ class Embedder:
         else:
             views = [images_uint8, flip(images_uint8)] if self.flip else [images_uint8]
         mean, std = self.model.normalization
-        features = sum(self.model(normalize(view, mean, std)).float() for view in views)
-        features = features / len(views)
+        features = sum(self.model(normalize(v, mean, std)).float() for v in views) / len(views)
         return features if self.projection is None else self.projection(features)
 
     @torch.no_grad()
@@ -92,12 +90,10 @@ class Embedder:
             rank, world = 0, 1  # too few to split: every process embeds them all
         if world > 1:
             share_rank0_buffers(self.model)
-        chunks = []
         loader = build_eval_loader(samples[rank::world], self.height, self.width, batch_size,
                                    workers)
-        for images, *_ in progress(loader, f"embedding {len(samples)} images", unit="batch",
-                                   enabled=rank == 0):
-            chunks.append(self.embed(images.to(device, non_blocking=True)))
+        bar = progress(loader, f"embedding {len(samples)} images", unit="batch", enabled=rank == 0)
+        chunks = [self.embed(images.to(device, non_blocking=True)) for images, *_ in bar]
         self.model.train(was_training)
         features = torch.cat(chunks) if chunks else torch.empty(0, 0, device=device)
         if world > 1:

@@ -27,8 +27,7 @@ def summarize(result: RankingResult) -> dict[str, Any]:
 
 
 def rank_features(query: Features, gallery: Features, cfg: EvalConfig) -> RankingResult:
-    """Rank gallery features for each query feature under ``cfg.protocol`` (optionally
-    k-reciprocal re-ranked)."""
+    """Rank the gallery for each query under ``cfg.protocol``, optionally k-reciprocal re-ranked."""
     if cfg.protocol == "single_shot":
         return cuhk03_single_shot(query.features, gallery.features, query.pids, gallery.pids,
                                   query.camids, gallery.camids, repeats=cfg.single_shot_repeats,
@@ -43,8 +42,7 @@ def rank_features(query: Features, gallery: Features, cfg: EvalConfig) -> Rankin
 
 def evaluate_model(embedder: Embedder, dataset: ReIDDataset, cfg: EvalConfig,
                    device: torch.device | str = "cpu", workers: int = 0) -> dict[str, Any]:
-    """Embed query and gallery images with ``embedder``, rank them as ``cfg`` says and return
-    the summary metrics in percent."""
+    """Embed query and gallery with ``embedder``, rank them as ``cfg`` says: metrics in percent."""
     embed = partial(embedder.extract, device=device, batch_size=cfg.batch_size, workers=workers)
     if cfg.multi_query is not None and not dataset.multi_query:
         raise DatasetError(f"eval.multi_query = {cfg.multi_query!r}, but dataset "

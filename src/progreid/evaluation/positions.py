@@ -41,10 +41,6 @@ class Gallery:
         self.by_pid = torch.sort(pids, stable=True).indices
         self.sorted_pids = pids[self.by_pid]
 
-    @property
-    def size(self) -> int:
-        return self.pids.numel()
-
     def same_identity(self, q_pids: torch.Tensor, q_camids: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Gallery indices (B x S, ascending, padded with 0) of each query's same-identity
@@ -54,15 +50,14 @@ class Gallery:
         width = int(count.max()) if count.numel() else 0
         offset = torch.arange(width, device=q_pids.device)
         present = offset[None, :] < count[:, None]
-        where = (start[:, None] + offset[None, :]).clamp(max=max(self.size - 1, 0))
+        where = (start[:, None] + offset[None, :]).clamp(max=max(self.pids.numel() - 1, 0))
         index = torch.where(present, self.by_pid[where], 0)
         same_camera = self.camids[index] == q_camids[:, None]
         return index, present & ~same_camera, present & same_camera
 
 
 class Scratch:
-    """Chunk-sized work tensors, reused from chunk to chunk (fresh ones would cost page faults
-    on every chunk)."""
+    """Chunk-sized work tensors reused across chunks (fresh ones would cost page faults each)."""
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
@@ -72,8 +67,7 @@ class Scratch:
         numel = shape.numel()
         buffer = self._buffers.get((dtype, device))
         if buffer is None or buffer.numel() < numel:
-            buffer = self._buffers[dtype, device] = torch.empty(numel, dtype=dtype,
-                                                                device=device)
+            buffer = self._buffers[dtype, device] = torch.empty(numel, dtype=dtype, device=device)
         return buffer[:numel].view(shape)
 
 
@@ -85,8 +79,9 @@ class _Matches:
     def __init__(self, dist: torch.Tensor, index: torch.Tensor, is_match: torch.Tensor,
                  is_junk: torch.Tensor) -> None:
         present = is_match | is_junk
-        largest = _extreme(dist.dtype, dist.device)
-        value = torch.where(present, _canonical(dist.gather(1, index)), largest)
+        # padding: the dtype's largest value sorts after, or stably with, every distance but inf
+        info = torch.finfo(dist.dtype) if dist.dtype.is_floating_point else torch.iinfo(dist.dtype)
+        value = torch.where(present, _canonical(dist.gather(1, index)), info.max)
         order = _stable_order(value)  # index ascends: ties by index
         order = order.gather(1, _first(present.gather(1, order)))  # padding last, even at inf
         is_match, is_junk = is_match.gather(1, order), is_junk.gather(1, order)
@@ -113,13 +108,6 @@ def _stable_order(values: torch.Tensor) -> torch.Tensor:
     if values.dtype == torch.bfloat16:
         values = values.float()
     return torch.from_numpy(np.argsort(values.numpy(), axis=1, kind="stable"))
-
-
-def _extreme(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The largest value of ``dtype``: padding that sorts after, or stably with, every real
-    distance but +inf."""
-    info = torch.finfo(dtype) if dtype.is_floating_point else torch.iinfo(dtype)
-    return torch.tensor(info.max, dtype=dtype, device=device)
 
 
 def match_positions(dist: torch.Tensor, index: torch.Tensor, is_match: torch.Tensor,

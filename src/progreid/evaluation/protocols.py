@@ -15,19 +15,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from progreid.evaluation.distance import Metric, as_features, as_tensor
+from progreid.evaluation.distance import Metric, as_features, as_ids, as_tensor
 from progreid.evaluation.ranking import RankingResult, evaluate_features
 
 Pooling = Literal["avg", "max"]
-
-
-def _ids(values, name: str, length: int, device: torch.device) -> torch.Tensor:
-    ids = as_tensor(values, name, device)
-    if ids.shape != (length,):
-        raise ValueError(f"{name} has shape {tuple(ids.shape)}; expected ({length},)")
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integers, got dtype {ids.dtype}")
-    return ids.long()
 
 
 def pool_multi_query(query_pids, query_camids, mq_features, mq_pids, mq_camids,
@@ -39,11 +30,11 @@ def pool_multi_query(query_pids, query_camids, mq_features, mq_pids, mq_camids,
         raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
     feats = as_features(mq_features, "mq_features")
     device = feats.device
-    mq_keys = torch.stack([_ids(mq_pids, "mq_pids", len(feats), device),
-                           _ids(mq_camids, "mq_camids", len(feats), device)], 1)
+    mq_keys = torch.stack([as_ids(mq_pids, "mq_pids", len(feats), device),
+                           as_ids(mq_camids, "mq_camids", len(feats), device)], 1)
     q_pids = as_tensor(query_pids, "query_pids", device)
-    q_keys = torch.stack([_ids(query_pids, "query_pids", len(q_pids), device),
-                          _ids(query_camids, "query_camids", len(q_pids), device)], 1)
+    q_keys = torch.stack([as_ids(query_pids, "query_pids", len(q_pids), device),
+                          as_ids(query_camids, "query_camids", len(q_pids), device)], 1)
     groups, inverse = torch.unique(torch.cat([mq_keys, q_keys]), dim=0, return_inverse=True)
     mq_group, q_group = inverse[:len(feats)], inverse[len(feats):]
     size = torch.bincount(mq_group, minlength=len(groups))
@@ -77,9 +68,7 @@ def single_shot_gallery(gallery_pids, rng: np.random.Generator) -> np.ndarray:
     pids = np.asarray(gallery_pids)
     shuffled = rng.permutation(len(pids))
     order = shuffled[np.argsort(pids[shuffled], kind="stable")]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = pids[order][1:] != pids[order][:-1]
-    return order[first]
+    return order[np.unique(pids[order], return_index=True)[1]]  # each identity's first
 
 
 def cuhk03_single_shot(query_features, gallery_features, query_pids, gallery_pids,
@@ -91,8 +80,8 @@ def cuhk03_single_shot(query_features, gallery_features, query_pids, gallery_pid
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     gallery = as_features(gallery_features, "gallery_features")
-    g_pids = _ids(gallery_pids, "gallery_pids", len(gallery), torch.device("cpu")).numpy()
-    g_cams = _ids(gallery_camids, "gallery_camids", len(gallery), torch.device("cpu")).numpy()
+    g_pids = as_ids(gallery_pids, "gallery_pids", len(gallery), torch.device("cpu")).numpy()
+    g_cams = as_ids(gallery_camids, "gallery_camids", len(gallery), torch.device("cpu")).numpy()
     rng = np.random.default_rng(seed)
     results = []
     for _ in range(repeats):

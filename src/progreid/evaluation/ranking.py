@@ -16,15 +16,15 @@ any real dtype (float16/32/64, integers) is ranked in its own precision.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
-from progreid.evaluation.distance import GalleryDistance, Metric, as_features, as_tensor
+from progreid.evaluation.distance import GalleryDistance, Metric, as_features, as_ids, as_matrix
 from progreid.evaluation.positions import Gallery, Scratch, match_positions
 
 _CHUNK_ELEMENTS = 1 << 21  # distances ranked at a time (8 MB of float32)
@@ -48,10 +48,7 @@ def _one_thread(device: torch.device) -> Iterator[None]:
     """Run torch CPU ops on one thread: the per-chunk ops here are small, and intra-op threads
     cost more than they gain (much more on a loaded machine, where workers wait for cores)."""
     threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
+    torch.set_num_threads(1 if device.type == "cpu" else threads)
     try:
         yield
     finally:
@@ -74,11 +71,8 @@ class _Sums:
     skipped: int = 0
 
     def __iadd__(self, other: _Sums) -> _Sums:
-        self.cmc_hits += other.cmc_hits
-        self.ap += other.ap
-        self.inp += other.inp
-        self.valid += other.valid
-        self.skipped += other.skipped
+        for field in fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
         return self
 
 
@@ -149,27 +143,24 @@ class _Accumulator:
                              num_skipped=sums.skipped)
 
 
-def _labels(num_query: int, num_gallery: int, device: torch.device, **arrays
-            ) -> list[torch.Tensor]:
-    """Identity / camera arrays as int64 tensors on ``device``, checked against the sizes."""
-    out = []
-    for name, values in arrays.items():
-        tensor = as_tensor(values, name, device)
-        expected = num_query if name.startswith("query") else num_gallery
-        if tensor.shape != (expected,):
-            raise ValueError(f"{name} has shape {tuple(tensor.shape)}; expected ({expected},)")
-        if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integers, got dtype {tensor.dtype}")
-        out.append(tensor.long())
-    return out
-
-
-def _auto_chunk(chunk: int | None, num_gallery: int, elements: int) -> int:
+def _rank_all(block: Callable[[slice], torch.Tensor], shape: tuple[int, int],
+              device: torch.device, labels: tuple, max_rank: int, chunk: int | None
+              ) -> RankingResult:
+    """Metrics of the Q x G distances that ``block(rows)`` gives ``chunk`` queries at a time;
+    ``labels``: query and gallery identities, then query and gallery cameras."""
+    num_query, num_gallery = shape
+    names = ("query_pids", "gallery_pids", "query_camids", "gallery_camids")
+    q_pids, g_pids, q_cams, g_cams = (
+        as_ids(values, name, num_query if name.startswith("query") else num_gallery, device)
+        for name, values in zip(names, labels, strict=True))
+    acc = _Accumulator(Gallery(g_pids, g_cams), max_rank, device)
     if chunk is None:
-        return max(1, elements // max(num_gallery, 1))
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        chunk = max(1, _DISTANCE_ELEMENTS // max(num_gallery, 1))
+    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive number of queries, got {chunk!r}")
-    return chunk
+    for rows in _chunks(num_query, chunk):
+        acc.add(block(rows), q_pids[rows], q_cams[rows])
+    return acc.result()
 
 
 def evaluate(distmat, query_pids, gallery_pids, query_camids, gallery_camids,
@@ -178,19 +169,9 @@ def evaluate(distmat, query_pids, gallery_pids, query_camids, gallery_camids,
     is evaluated on its GPU). ``chunk`` queries are taken at a time (default: about 64M
     distances; a non-contiguous matrix is copied a chunk at a time) and ranked in blocks of
     about 2M distances; the result does not depend on it."""
-    dist = as_tensor(distmat, "distmat")
-    if dist.dim() != 2:
-        raise ValueError(f"distmat must be 2-D (queries x gallery), got shape "
-                         f"{tuple(dist.shape)}")
-    if dist.dtype == torch.bool or dist.is_complex():
-        raise TypeError(f"distmat must hold real numbers, got dtype {dist.dtype}")
-    q_pids, g_pids, q_cams, g_cams = _labels(
-        dist.shape[0], dist.shape[1], dist.device, query_pids=query_pids,
-        gallery_pids=gallery_pids, query_camids=query_camids, gallery_camids=gallery_camids)
-    acc = _Accumulator(Gallery(g_pids, g_cams), max_rank, dist.device)
-    for rows in _chunks(dist.shape[0], _auto_chunk(chunk, dist.shape[1], _DISTANCE_ELEMENTS)):
-        acc.add(dist[rows].contiguous(), q_pids[rows], q_cams[rows])
-    return acc.result()
+    dist = as_matrix(distmat, "distmat", "queries x gallery")
+    return _rank_all(lambda rows: dist[rows].contiguous(), dist.shape, dist.device,
+                     (query_pids, gallery_pids, query_camids, gallery_camids), max_rank, chunk)
 
 
 def evaluate_features(query_features, gallery_features, query_pids, gallery_pids, query_camids,
@@ -203,10 +184,6 @@ def evaluate_features(query_features, gallery_features, query_pids, gallery_pids
     block differently per chunk size (bit-identical for integer-valued features)."""
     distance = GalleryDistance(gallery_features, metric)
     query = as_features(query_features, "query_features").to(distance.device)
-    q_pids, g_pids, q_cams, g_cams = _labels(
-        query.shape[0], distance.size, distance.device, query_pids=query_pids,
-        gallery_pids=gallery_pids, query_camids=query_camids, gallery_camids=gallery_camids)
-    acc = _Accumulator(Gallery(g_pids, g_cams), max_rank, distance.device)
-    for rows in _chunks(query.shape[0], _auto_chunk(chunk, distance.size, _DISTANCE_ELEMENTS)):
-        acc.add(distance(query[rows]), q_pids[rows], q_cams[rows])
-    return acc.result()
+    return _rank_all(lambda rows: distance(query[rows]), (len(query), distance.size),
+                     distance.device, (query_pids, gallery_pids, query_camids, gallery_camids),
+                     max_rank, chunk)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from progreid.evaluation.distance import GalleryDistance, as_features, as_tensor
+from progreid.evaluation.distance import GalleryDistance, as_features, as_matrix
 
 _CHUNK_ELEMENTS = 1 << 24  # default: distances per chunk of rows (64 MB of float32)
 _PAIR_BUDGET = 1 << 22  # sparse products (query entry x gallery entry) handled at a time
@@ -115,11 +115,7 @@ class _FeatureSource:
 
 
 def _distance_block(values, name: str, device: torch.device | None = None) -> torch.Tensor:
-    block = as_tensor(values, name, device)
-    if block.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D distance matrix, got shape {tuple(block.shape)}")
-    if block.dtype == torch.bool or block.is_complex():
-        raise TypeError(f"{name} must hold real distances, got dtype {block.dtype}")
+    block = as_matrix(values, name, "a distance matrix", device)
     if block.dtype not in (torch.float32, torch.float64):
         block = block.double()
     if bool(torch.isnan(block).any()):

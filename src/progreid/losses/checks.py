@@ -38,11 +38,3 @@ def check_finite(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
-
-
-def check_positive(name: str, value: object) -> float:
-    """Return ``value`` as a float, or raise if it is not a finite number > 0."""
-    number = check_finite(name, value)
-    if number <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return number

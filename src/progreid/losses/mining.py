@@ -7,11 +7,8 @@ from torch import Tensor
 
 
 def identity_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Boolean B x B masks ``(positive, negative)`` of a batch.
-
-    ``positive[a, b]``: same identity and ``a != b`` (an anchor is never its own positive);
-    ``negative[a, n]``: different identities.
-    """
+    """Boolean B x B masks ``(positive, negative)`` of a batch: ``positive[a, b]``, same identity
+    and ``a != b`` (an anchor is never its own positive); ``negative[a, n]``, different ones."""
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
     return same & ~eye, ~same

@@ -9,8 +9,9 @@ is called as ``term(embeddings, labels)``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -25,68 +26,65 @@ from progreid.losses.triplet import (
 )
 
 
+class _Term:
+    """A loss term: ``term(x, labels)`` is ``loss(x, labels, *fields)``, its fields in order."""
+
+    loss: ClassVar[Callable[..., Tensor]]
+
+    def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
+        return self.loss(x, labels, *(getattr(self, f.name) for f in dataclasses.fields(self)))
+
+
 @dataclass(frozen=True)
-class GeneralizedBatchHard:
+class GeneralizedBatchHard(_Term):
     """PLA Eq. 3-4: the k-th hardest positive against the p-th hardest negative, margin m."""
 
+    loss = staticmethod(generalized_batch_hard_triplet)
     k: int = 1
     p: int = 1
     margin: float = 0.0
 
-    def __call__(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return generalized_batch_hard_triplet(embeddings, labels, self.k, self.p, self.margin)
-
 
 @dataclass(frozen=True)
-class BatchHard:
+class BatchHard(_Term):
     """Batch-hard triplet (TRC Table III "hard triplet"); ``margin=None``: soft margin."""
 
+    loss = staticmethod(batch_hard_triplet)
     margin: float | None = 0.3
 
-    def __call__(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return batch_hard_triplet(embeddings, labels, self.margin)
-
 
 @dataclass(frozen=True)
-class Triplet:
+class Triplet(_Term):
     """Triplet loss on random triplets of the batch (TRC Table III "triplet")."""
 
+    loss = staticmethod(random_triplet)
     margin: float = 0.3
-
-    def __call__(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return random_triplet(embeddings, labels, self.margin)
 
 
 @dataclass(frozen=True)
-class Quadruplet:
+class Quadruplet(_Term):
     """Quadruplet loss (TRC Table III) with its two margins."""
 
+    loss = staticmethod(quadruplet)
     margin1: float = 0.3
     margin2: float = 0.15
 
-    def __call__(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return quadruplet(embeddings, labels, self.margin1, self.margin2)
-
 
 @dataclass(frozen=True)
-class TopRankCounter:
+class TopRankCounter(_Term):
     """TRC Eq. 4-6 with sharpness k, over the pairs of ``phase`` (TRC Sec. IV)."""
 
+    loss = staticmethod(top_rank_counter)
     k: float = 10.0
     phase: Literal["vanilla", "full"] = "full"
 
-    def __call__(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return top_rank_counter(embeddings, labels, self.k, self.phase)
-
 
 @dataclass(frozen=True)
-class CrossEntropy:
+class CrossEntropy(_Term):
     """Softmax cross-entropy with label smoothing (PLA Eq. 5's L_softmax)."""
 
+    loss = staticmethod(cross_entropy_label_smooth)
     label_smoothing: float = 0.1
-
-    def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
-        return cross_entropy_label_smooth(logits, labels, self.label_smoothing)
 
 
 MetricTerm = GeneralizedBatchHard | BatchHard | Triplet | Quadruplet | TopRankCounter
@@ -101,8 +99,7 @@ METRIC_LOSSES: dict[str, type[MetricTerm]] = {
 
 
 def metric_params(name: str) -> list[str]:
-    """The parameters of the metric loss ``name``; an unknown name is a ValueError listing the
-    known ones."""
+    """The parameters of the metric loss ``name``; ValueError listing the known names if unknown."""
     if name not in METRIC_LOSSES:
         raise ValueError(f"unknown metric loss {name!r}; expected one of {sorted(METRIC_LOSSES)}")
     return [f.name for f in dataclasses.fields(METRIC_LOSSES[name])]

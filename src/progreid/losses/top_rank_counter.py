@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from progreid.losses.checks import check_batch, check_positive
+from progreid.losses.checks import check_batch, check_finite
 from progreid.losses.distances import pairwise_euclidean
 from progreid.losses.mining import identity_masks, kth_masked, masked_sum
 
@@ -24,7 +24,9 @@ def _smooth_counters(embeddings: Tensor, labels: Tensor, k: float
     batch) has no pair.
     """
     check_batch(embeddings, labels)
-    k = check_positive("k", k)
+    k = check_finite("k", k)
+    if k <= 0:
+        raise ValueError(f"k must be > 0, got {k!r}")
     dist = pairwise_euclidean(embeddings)
     positive, negative = identity_masks(labels)
     near_negative, has_negative = kth_masked(dist, negative, 1, largest=False)

@@ -175,8 +175,7 @@ class EfficientNetLite(nn.Module):
         return self._act(self._bn1(self._conv_head(x)))
 
     def classify(self, x: Tensor) -> Tensor:
-        """ImageNet logits through average pooling + ``_fc`` (only when built with
-        ``num_classes``)."""
+        """ImageNet logits (only when built with ``num_classes``)."""
         if not hasattr(self, "_fc"):
             raise RuntimeError(f"this {self.arch} was built without an _fc head (num_classes=None)")
         return self._fc(self._dropout(torch.flatten(self._avg_pooling(self(x)), 1)))

@@ -63,14 +63,10 @@ class MGN(nn.Module):
     def pooled_features(self, x: Tensor) -> list[Tensor]:
         """The 8 pooled ``B x C x 1 x 1`` features, globals first, then stripes top to bottom."""
         shared = self.trunk(x)
-        globals_: list[Tensor] = []
-        parts: list[Tensor] = []
-        for branch, stripes in zip(self.branches, BRANCH_STRIPES, strict=True):
-            feature_map = branch(shared)
-            globals_.append(pool_stripes(feature_map, self.pooling))
-            if stripes > 1:
-                parts.extend(pool_stripes(feature_map, self.pooling, stripes).split(1, dim=2))
-        return globals_ + parts
+        maps = [branch(shared) for branch in self.branches]
+        return [pool_stripes(m, self.pooling) for m in maps] + [
+            part for m, stripes in zip(maps, BRANCH_STRIPES, strict=True) if stripes > 1
+            for part in pool_stripes(m, self.pooling, stripes).split(1, dim=2)]
 
     def forward(self, x: Tensor) -> ModelOutput | Tensor:
         reduced = [reduction(pooled).flatten(1) for reduction, pooled
@@ -79,6 +75,5 @@ class MGN(nn.Module):
         embedding = torch.cat(normed, dim=1)
         if not self.training:
             return embedding
-        logits = [head.classifier(feature)
-                  for head, feature in zip(self.heads, normed, strict=True)]
+        logits = [head.classifier(f) for head, f in zip(self.heads, normed, strict=True)]
         return ModelOutput(logits, reduced[:len(BRANCH_STRIPES)], embedding)

@@ -37,11 +37,9 @@ class PLANet(nn.Module):
 
     def forward(self, x: Tensor) -> ModelOutput | Tensor:
         pooled = pool_stripes(self.backbone(x), self.pooling)
-        ce: list[Tensor] = []
-        logits: list[Tensor] = []
-        if self.ce_head is not None and self.ce_classifier is not None:
-            ce.append(self.ce_classifier.neck(self.ce_head(pooled).flatten(1)))
-            logits = [self.ce_classifier.classifier(ce[0])] if self.training else []
+        ce = [] if self.ce_head is None else [
+            self.ce_classifier.neck(self.ce_head(pooled).flatten(1))]
+        logits = [self.ce_classifier.classifier(f) for f in ce] if self.training else []
         metric = [] if self.triplet_head is None else [self.triplet_head(pooled).flatten(1)]
         embedding = torch.cat(ce + metric, dim=1)
         return ModelOutput(logits, metric, embedding) if self.training else embedding

@@ -10,6 +10,7 @@ An epoch's evaluation comes before its checkpoint, so a run killed in between re
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
@@ -29,11 +30,11 @@ def evaluate_trainer(trainer: Trainer, projection: Projection | None = None) -> 
                           trainer.cfg.data.workers)
 
 
+@dataclass
 class EpochLog(Hook):
     """One ``epoch`` record: the epoch's mean loss terms, learning rate, speed and stage."""
 
-    def __init__(self, log: MetricsLog) -> None:
-        self.log = log
+    log: MetricsLog
 
     def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
         self.log.write("epoch", epoch=stats.epoch, lr=stats.lr, seconds=round(stats.seconds, 3),
@@ -60,11 +61,11 @@ class ConsoleLine(Hook):
                    file=sys.stderr)
 
 
+@dataclass
 class Evaluation(Hook):
     """An ``eval`` record every ``train.eval_every`` epochs (0: none during training)."""
 
-    def __init__(self, log: MetricsLog) -> None:
-        self.log = log
+    log: MetricsLog
 
     def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
         every = trainer.cfg.train.eval_every
@@ -90,12 +91,12 @@ class BestCheckpoint(Hook):
                                 path=trainer.checkpoint_path.with_name(BEST_CHECKPOINT))
 
 
+@dataclass
 class Checkpoint(Hook):
     """``checkpoints/last.pt`` with the plan's progress, every ``train.checkpoint_every``
     epochs and at the end of each stage."""
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
+    plan: Plan
 
     def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
         if trainer.epoch % trainer.cfg.train.checkpoint_every == 0 or trainer.epoch == stage.end:

@@ -14,13 +14,7 @@ import torch
 from torch import Tensor
 
 from progreid.config import LossConfig
-from progreid.losses import (
-    BatchHard,
-    CrossEntropy,
-    MetricTerm,
-    composite_loss,
-    metric_term,
-)
+from progreid.losses import BatchHard, CrossEntropy, MetricTerm, composite_loss, metric_term
 from progreid.models import ModelOutput
 
 
@@ -49,8 +43,7 @@ class Objective:
         terms: dict[str, Tensor] = {}
         ce = output.embedding.new_zeros(())
         if output.logits and self.ce_weight > 0:
-            ce = torch.stack([self.ce(logits.float(), labels)
-                              for logits in output.logits]).mean()
+            ce = torch.stack([self.ce(logits.float(), labels) for logits in output.logits]).mean()
             terms["ce"] = ce.detach()
             terms["acc"] = (output.logits[0].argmax(1) == labels).float().mean()
         metric = output.embedding.new_zeros(())

@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import optuna
@@ -56,7 +56,6 @@ from progreid.utils.distributed import main_process_result
 from progreid.utils.metrics_log import MetricsLog
 
 STUDY_FILE = "pla_study.db"
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- hyper-parameters
@@ -151,12 +150,9 @@ def loss_drop_objective(epoch_losses: list[float], expected_drop: float) -> Loss
 # --------------------------------------------------------------------------- budget
 def exploitation_length(cfg: Config, origin: int, explored_before: int,
                         num_candidates: int) -> int:
-    """Epochs the round starting at epoch ``origin`` exploits within the budget M (0: none).
-
-    ``explored_before`` counts exploration epochs of earlier rounds; with
-    ``pla.count_exploration`` they and this round's ``num_candidates * explore_epochs`` are
-    charged to M as well.
-    """
+    """Epochs the round starting at epoch ``origin`` exploits within the budget M (0: none);
+    with ``pla.count_exploration`` the ``explored_before`` epochs of earlier rounds' explorations
+    and this round's ``num_candidates * explore_epochs`` are charged to M as well."""
     pla = cfg.pla
     spent = origin
     if pla.count_exploration:
@@ -208,8 +204,7 @@ class Proposal:
     incumbent_f: float
 
     def record(self) -> dict[str, Any]:
-        return {"w": self.w.as_dict(), "log_ei": self.log_ei, "incumbent": self.incumbent,
-                "incumbent_f": self.incumbent_f}
+        return {**dataclasses.asdict(self), "w": self.w.as_dict()}
 
 
 class RoundStudy:
@@ -264,10 +259,9 @@ class RoundStudy:
         trial = self.study.ask(self.space.distributions())
         proposal = Proposal(HyperParams.from_dict(trial.params), self.sampler.last_log_ei,
                             best.user_attrs["candidate"], float(best.value))
-        for key, value in {"role": "proposal", "log_ei": proposal.log_ei,
-                           "incumbent": proposal.incumbent,
-                           "incumbent_f": proposal.incumbent_f}.items():
-            trial.set_user_attr(key, value)
+        trial.set_user_attr("role", "proposal")
+        for key in ("log_ei", "incumbent", "incumbent_f"):
+            trial.set_user_attr(key, getattr(proposal, key))
         self.study.tell(trial, state=TrialState.PRUNED)
         return proposal
 
@@ -295,11 +289,8 @@ class RoundState:
     best_epoch: int | None = None
 
     def to_progress(self) -> dict[str, Any]:
-        return {"pla": {"round": self.round, "origin": self.origin,
-                        "explored_epochs": self.explored_epochs,
-                        "candidates": [w.as_dict() for w in self.candidates],
-                        "losses": list(self.losses), "best_loss": self.best_loss,
-                        "best_epoch": self.best_epoch}}
+        return {"pla": {**dataclasses.asdict(self),
+                        "candidates": [w.as_dict() for w in self.candidates]}}
 
     @classmethod
     def from_progress(cls, progress: dict[str, Any]) -> RoundState:
@@ -320,11 +311,9 @@ class RoundState:
 # --------------------------------------------------------------------------- the plan
 class PLAPlan(Plan):
     """PLA Algorithm 1 as a training plan (see the module docstring); ``progress`` resumes a run.
-
-    Under torchrun every process trains; the per-epoch losses are already averaged over the
-    processes, so each computes the same f(w). Rank 0 alone owns the study and its decisions
-    (which explorations are finished, the proposal w') reach the others by broadcast.
-    """
+    Under torchrun every process trains and computes the same f(w) (the epoch losses are averaged
+    over the processes); rank 0 alone owns the study and broadcasts its decisions (which
+    explorations are finished, the proposal w')."""
 
     def __init__(self, cfg: Config, objective: Objective, log: MetricsLog,
                  progress: dict[str, Any]) -> None:
@@ -361,10 +350,10 @@ class PLAPlan(Plan):
             state = self.state
             study = (RoundStudy(storage, state.round, self.space, cfg.train.seed,
                                 cfg.pla.ei_samples) if storage is not None else None)
-            proposal = _decide(study, RoundStudy.proposal)
+            proposal = main_process_result(RoundStudy.proposal, study)
             if proposal is None:
                 yield from self._explore_round(trainer, study)
-                proposal = _decide(study, RoundStudy.propose)
+                proposal = main_process_result(RoundStudy.propose, study)
                 self.log.write("pla_proposal", epoch=state.origin, round=state.round,
                                **proposal.record())
             yield self._exploit_stage(trainer, proposal.w, length)
@@ -383,15 +372,13 @@ class PLAPlan(Plan):
         return self.state.origin if self.cfg.pla.schedule_scope == "round" else 0
 
     def _explore_round(self, trainer: Trainer, study: RoundStudy | None) -> Iterator[Stage]:
-        """Explore every candidate not yet explored in this round, restoring after each.
-
-        ``study`` is None on the processes other than rank 0, which only train.
-        """
+        """Explore every candidate not yet explored in this round, restoring after each
+        (``study`` is None on the processes other than rank 0, which only train)."""
         state, pla = self.state, self.cfg.pla
         if trainer.epoch != state.origin:
             raise RuntimeError(f"PLA round {state.round}: exploration must start at the round's "
                                f"epoch {state.origin}, but the trainer is at {trainer.epoch}")
-        finished = _decide(study, lambda s: set(s.explorations()))
+        finished = main_process_result(lambda: set(study.explorations()))
         snapshot = trainer.snapshot()
         for index, w in enumerate(state.candidates):
             if index in finished:
@@ -427,11 +414,6 @@ class PLAPlan(Plan):
         return self.exploit
 
 
-def _decide(study: RoundStudy | None, decide: Callable[[RoundStudy], T]) -> T:
-    """``decide(study)`` on rank 0, which alone holds the study; every process gets the result."""
-    return main_process_result(lambda: decide(study))
-
-
 def _continue_from_best(trainer: Trainer) -> None:
     """Take weights and optimiser moments from ``best.pt``; the epoch counter, sampler and RNGs
     carry on from the last epoch. Under torchrun the collective waits until rank 0 has written
@@ -447,12 +429,10 @@ def _round_record(state: RoundState, study: RoundStudy, proposal: Proposal,
                   epoch: int) -> dict[str, Any]:
     """The ``pla_round`` log record: candidates with f(w), the EI choice and the exploitation."""
     explored = study.explorations()
-    candidates = []
-    for index, w in enumerate(state.candidates):
-        trial = explored[index]
-        candidates.append({"index": index, "w": w.as_dict(), "f": trial.value,
-                           "loss_first": trial.user_attrs.get("loss_first"),
-                           "loss_second": trial.user_attrs.get("loss_second")})
+    candidates = [{"index": index, "w": w.as_dict(), "f": explored[index].value,
+                   "loss_first": explored[index].user_attrs.get("loss_first"),
+                   "loss_second": explored[index].user_attrs.get("loss_second")}
+                  for index, w in enumerate(state.candidates)]
     return {"epoch": epoch, "round": state.round, "origin": state.origin,
             "candidates": candidates, "proposal": proposal.record(),
             "exploit_losses": list(state.losses), "best_loss": state.best_loss,

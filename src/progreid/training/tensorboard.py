@@ -55,18 +55,14 @@ class TensorBoardLog(MetricsLog):
         self.purge_step = epoch + 1
 
     def mirror(self, record: dict[str, Any]) -> None:
-        """Write the record's :func:`scalars` at step ``record["epoch"]`` and flush."""
-        writer = self.writer()
-        wall_time = record.get("time", time.time())
-        for tag, value in scalars(record).items():
-            writer.add_scalar(tag, value, record["epoch"], walltime=wall_time)
-        writer.flush()
-
-    def writer(self) -> Any:
-        """The ``SummaryWriter`` of ``RUN/tensorboard/``, opened on the first record."""
+        """Write the record's :func:`scalars` at step ``record["epoch"]`` and flush; the
+        ``SummaryWriter`` of ``RUN/tensorboard/`` opens on the first record."""
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.path.parent / TENSORBOARD_DIR),
                                          purge_step=self.purge_step)
-        return self._writer
+        wall_time = record.get("time", time.time())
+        for tag, value in scalars(record).items():
+            self._writer.add_scalar(tag, value, record["epoch"], walltime=wall_time)
+        self._writer.flush()

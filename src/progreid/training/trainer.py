@@ -12,7 +12,6 @@ checks the loss is finite, then calls the hooks. :meth:`Trainer.snapshot` and
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import random
 import time
@@ -95,11 +94,9 @@ class Stage:
 
 
 class Hook:
-    """Something done around the epochs of :meth:`Trainer.fit`; every method is a no-op here.
-
-    ``after_step`` sees each batch's model output (detached use only) after the optimiser step.
-    A hook with ``every_stage`` also runs in stages that are not kept (PLA's explorations).
-    """
+    """Something done around the epochs of :meth:`Trainer.fit` (a no-op here). ``after_step``
+    sees each batch's model output (detached use only) after the optimiser step; a hook with
+    ``every_stage`` also runs in stages that are not kept (PLA's explorations)."""
 
     every_stage = False
 
@@ -150,8 +147,7 @@ def parameter_groups(model: nn.Module, backbone_lr_mult: float) -> list[dict[str
     in_backbone = ("backbone.", "trunk.", "branches.")
     backbone = [p for name, p in trainable if name.startswith(in_backbone)]
     heads = [p for name, p in trainable if not name.startswith(in_backbone)]
-    return [{"params": backbone, "lr_mult": backbone_lr_mult},
-            {"params": heads, "lr_mult": 1.0}]
+    return [{"params": backbone, "lr_mult": backbone_lr_mult}, {"params": heads, "lr_mult": 1.0}]
 
 
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
@@ -245,10 +241,7 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
     def apply_schedule(self) -> float:
         """Set learning rate (and Adam beta1) for the epoch about to run; return the heads' rate
-        (each parameter group gets it times its ``lr_mult``).
-
-        The schedule is a function of ``epoch - schedule_start``, the epochs since it started.
-        """
+        (each parameter group gets it times its ``lr_mult``), at ``epoch - schedule_start``."""
         epoch = self.epoch - self.schedule_start
         lr = learning_rate(epoch, self.cfg.optim.lr, self.cfg.schedule)
         for group in self.optimizer.param_groups:
@@ -258,10 +251,9 @@ class Trainer:
                 group["betas"] = (beta1, group["betas"][1])
         return lr
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, torch.bfloat16,
+                              enabled=self.amp and self.device.type == "cuda")
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Augmented float images and labels of one epoch, on the training device."""
@@ -277,11 +269,7 @@ class Trainer:
             yield images, pids
 
     def train_epoch(self, objective: Objective, hooks: Sequence[Hook] = ()) -> EpochStats:
-        """Run one epoch over the PK sampler with ``objective``; return mean loss terms.
-
-        Each hook's ``after_step`` sees each batch's model output (e.g. TRC's S-value histogram
-        of the metric features) without a second forward pass.
-        """
+        """Run one epoch over the PK sampler with ``objective``; return mean loss terms."""
         self.model.train()
         lr = self.apply_schedule()
         start = time.perf_counter()
@@ -367,9 +355,8 @@ class Trainer:
 
     def architecture(self) -> dict[str, Any]:
         """What the shapes of the weights depend on: the model section and the class count."""
-        model = {key: value for key, value in self.cfg.model.model_dump().items()
-                 if key != "pretrained"}
-        return {**model, "num_classes": self.dataset.num_train_pids}
+        return {**self.cfg.model.model_dump(exclude={"pretrained"}),
+                "num_classes": self.dataset.num_train_pids}
 
     def save_checkpoint(self, extra: dict[str, Any] | None = None,
                         path: Path | None = None) -> None:
@@ -380,11 +367,9 @@ class Trainer:
                              "architecture": self.architecture()})
 
     def load_checkpoint(self, path: Path | None = None) -> dict[str, Any]:
-        """Restore from a checkpoint; return the driver's ``extra`` progress record.
-
-        A checkpoint of another model (architecture, width, number of classes) is refused with
-        a :class:`CheckpointError` naming the file and each difference, before anything loads.
-        """
+        """Restore from a checkpoint and return the plan's ``extra`` progress record; one of
+        another model (architecture, width, number of classes) is refused, before anything loads,
+        with a :class:`CheckpointError` naming the file and each difference."""
         path = path or self.checkpoint_path
         payload = load_checkpoint(path, map_location=self.device)
         require_keys(payload, ("trainer", "architecture"), path, "progreid training checkpoint")

@@ -15,7 +15,7 @@ distribution of TRC Fig. 3. The S values come from the batch's metric features a
 computed them (no second forward pass); with several metric features (MGN) the histogram pools
 all of them. It is the plan's one hook, :class:`SHistogram`.
 
-``train.epochs`` is not used: the budget is ``trc.vanilla_epochs + trc.full_epochs``. The
+``train.epochs`` is refused: the budget is ``trc.vanilla_epochs + trc.full_epochs``. The
 checkpoint's ``extra`` holds ``{"phase", "phase_epoch"}`` so ``--resume`` continues in the right
 phase with the right phase-local learning rate.
 """
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from progreid.config import Config, TRCConfig
+from progreid.config import Config
 from progreid.losses import PHASES, top_rank_counter_values
 from progreid.models import ModelOutput
 from progreid.training.objective import Objective
@@ -39,32 +39,21 @@ from progreid.utils.metrics_log import MetricsLog
 
 
 class SHistogram(Hook):
-    """Accumulates the S values (TRC Eq. 4) of an epoch's batches into equal bins over [0, 1]
-    and logs them as the epoch's ``trc_histogram`` record.
-
-    ``k`` is the loss's k (None: the loss's default). ``violations`` counts the pairs with
-    S >= 0.5, i.e. d_ap >= min_n d_an: the ideal top-rank counter H of TRC Eq. 3.
-    """
+    """The epoch's S values (TRC Eq. 4) in equal bins over [0, 1], logged as its ``trc_histogram``
+    record; ``k`` is the loss's k (None: its default). ``violations`` counts the pairs with
+    S >= 0.5, i.e. d_ap >= min_n d_an: the ideal top-rank counter H of TRC Eq. 3."""
 
     def __init__(self, bins: int, k: float | None = None, log: MetricsLog | None = None) -> None:
         self.bins, self.k, self.log = bins, k, log
-        self.counts: Tensor | None = None
-        self.violations: Tensor | None = None
+        self.values: list[Tensor] = []
 
     def before_epoch(self, trainer: Trainer, stage: Stage) -> None:
-        self.counts = self.violations = None
+        self.values = []
 
     def after_step(self, trainer: Trainer, output: ModelOutput, labels: Tensor) -> None:
         params = {} if self.k is None else {"k": self.k}
-        for features in output.metric_features:
-            values = top_rank_counter_values(features.detach().float(), labels, **params)
-            counts = torch.histc(values, bins=self.bins, min=0.0, max=1.0)
-            violations = (values >= 0.5).sum()
-            if self.counts is None or self.violations is None:
-                self.counts, self.violations = counts, violations
-            else:
-                self.counts += counts
-                self.violations += violations
+        self.values += [top_rank_counter_values(features.detach().float(), labels, **params)
+                        for features in output.metric_features]
 
     def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
         self.log.write("trc_histogram", epoch=stats.epoch, **stage.fields(stats.epoch),
@@ -73,12 +62,11 @@ class SHistogram(Hook):
     def record(self) -> dict[str, Any]:
         """JSON fields: bin ``edges`` (bins + 1), ``counts`` per bin, ``pairs`` and
         ``violations`` (pairs with S >= 0.5)."""
-        counts = [0] * self.bins if self.counts is None else [
-            int(round(c)) for c in self.counts.tolist()]
-        violations = 0 if self.violations is None else int(self.violations)
+        values = torch.cat(self.values) if self.values else torch.empty(0)
+        counts = [round(c) for c in torch.histc(values, self.bins, 0.0, 1.0).tolist()]
         edges = torch.linspace(0.0, 1.0, self.bins + 1, dtype=torch.float64).tolist()
         return {"edges": edges, "counts": counts, "pairs": sum(counts),
-                "violations": violations}
+                "violations": int((values >= 0.5).sum())}
 
 
 @dataclass(frozen=True)
@@ -100,15 +88,6 @@ class PhaseProgress:
                                   "run trained with train.method = 'trc'?)")
         return cls(phase, phase_epoch)
 
-    def extra(self) -> dict[str, Any]:
-        return {"phase": self.phase, "phase_epoch": self.phase_epoch}
-
-
-def phase_budgets(cfg: TRCConfig) -> list[tuple[str, int]]:
-    """``[("vanilla", trc.vanilla_epochs), ("full", trc.full_epochs)]`` (TRC Sec. IV order).
-    A budget of 0 + 0 epochs is refused when the config is loaded (``check_consistency``)."""
-    return list(zip(PHASES, (cfg.vanilla_epochs, cfg.full_epochs), strict=True))
-
 
 class TRCPlan(Plan):
     """TRC Sec. IV: the vanilla phase, then the full phase, resuming from ``progress``."""
@@ -116,7 +95,8 @@ class TRCPlan(Plan):
     def __init__(self, cfg: Config, objective: Objective, log: MetricsLog,
                  progress: dict[str, Any]) -> None:
         self.objectives = {phase: objective.with_metric(phase=phase) for phase in PHASES}
-        self.budgets = phase_budgets(cfg.trc)
+        # TRC Sec. IV order; a budget of 0 + 0 epochs is refused when the config is loaded.
+        self.budgets = list(zip(PHASES, (cfg.trc.vanilla_epochs, cfg.trc.full_epochs), strict=True))
         self.start = PhaseProgress.from_extra(progress)
         self.histogram = SHistogram(cfg.trc.histogram_bins, objective.metric.k, log)
         self.stage: Stage | None = None
@@ -127,8 +107,8 @@ class TRCPlan(Plan):
         for phase, budget in self.budgets[PHASES.index(self.start.phase):]:
             first = trainer.epoch - (self.start.phase_epoch if phase == self.start.phase else 0)
             self.stage = Stage(self.objectives[phase], first + budget, first,
-                               fields=lambda epoch, phase=phase, first=first: PhaseProgress(
-                                   phase, epoch - first).extra())
+                               fields=lambda epoch, phase=phase, first=first: {
+                                   "phase": phase, "phase_epoch": epoch - first})
             yield self.stage
 
     def progress(self, trainer: Trainer) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -37,10 +37,7 @@ T = TypeVar("T")
 
 @contextmanager
 def distributed_context(device: str, sync_bn: bool) -> Iterator[tuple[int, int]]:
-    """Yield (rank, world_size); under torchrun, initialise and finally destroy the group.
-
-    ``device`` and ``sync_bn`` are ``train.device`` and ``train.sync_bn`` of the recipe.
-    """
+    """Yield (rank, world_size); under torchrun, initialise and finally destroy the group."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         yield 0, 1
@@ -71,12 +68,9 @@ def local_rank() -> int:
 
 
 def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """DistributedDataParallel around ``model`` (which keeps the weights, unwrapped).
-
-    ``find_unused_parameters`` is on because an objective may leave a head without gradient
-    (PLA exploring lambda = 0, or ``loss.ce_weight: 0``); such parameters then get no update,
-    exactly as in a single process.
-    """
+    """DistributedDataParallel around ``model`` (which keeps the weights, unwrapped), with
+    ``find_unused_parameters``: an objective may leave a head without gradient (PLA exploring
+    lambda = 0, or ``loss.ce_weight: 0``), which then gets no update, as in a single process."""
     device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
@@ -107,8 +101,7 @@ def loss_scale() -> int:
 
 @contextmanager
 def local_main_first() -> Iterator[None]:
-    """Run the body on each machine's first process before the others (e.g. to build a cache
-    that the others then read)."""
+    """Run the body on each machine's first process before the others (e.g. to build a cache)."""
     first, distributed = local_rank() == 0, process_group()[1] > 1
     if distributed and not first:
         dist.barrier()
@@ -117,16 +110,13 @@ def local_main_first() -> Iterator[None]:
         dist.barrier()
 
 
-def main_process_result(compute: Callable[[], T]) -> T:
-    """``compute()`` on rank 0 only; every process returns rank 0's (picklable) result.
-
-    Evaluation under torchrun uses it: rank 0 evaluates the unwrapped model (the one it saves),
-    the others wait, and a driver that decides on the metrics decides the same on every rank.
-    """
+def main_process_result(compute: Callable[..., T], *args: Any) -> T:
+    """``compute(*args)`` on rank 0 only; every process returns rank 0's (picklable) result, so
+    a decision taken on rank 0 (PLA's study) is the same on every rank."""
     rank, world = process_group()
     if world == 1:
-        return compute()
-    box = [compute() if rank == 0 else None]
+        return compute(*args)
+    box = [compute(*args) if rank == 0 else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 

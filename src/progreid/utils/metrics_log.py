@@ -141,8 +141,7 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
 def events(records: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
     """The records of one event, in epoch order (stable for equal epochs)."""
     _schema(event)
-    return sorted((r for r in records if r.get("event") == event),
-                  key=lambda r: r.get("epoch", 0))
+    return sorted((r for r in records if r.get("event") == event), key=lambda r: r.get("epoch", 0))
 
 
 def _schema(event: str) -> type:
