@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from progreid.cli import main
-from progreid.config import load_config
+from progreid.config import ConfigError, load_config
 from progreid.data import DatasetError, build_dataset
 from progreid.data.loading import build_eval_loader, loader_workers
 from progreid.data.sample import ReIDDataset, Sample
@@ -72,6 +72,12 @@ def test_auto_workers_follow_the_usable_cores(monkeypatch, cores, workers):
     assert build_eval_loader([], 8, 4, batch_size=2, workers="auto").num_workers == workers
     explicit = load_config(None, ["data.workers=7"]).data.workers
     assert loader_workers(explicit) == 7
+
+
+def test_a_wrong_workers_value_names_both_forms():
+    with pytest.raises(ConfigError, match=r"data.workers = 'x' has the wrong type; expected "
+                                          r"int or 'auto'"):
+        load_config(None, ["data.workers=x"])
 
 
 def test_environment_records_the_loader_workers(monkeypatch, tmp_path):

@@ -295,8 +295,13 @@ def _config_error(error: Any, raw: dict[str, Any], source: str) -> ConfigError:
         if bound in ctx:
             return ConfigError(f"{source}: {key} = {value!r} is out of range; must be "
                                f"{relation} {ctx[bound]}")
+    literals = [repr(a) for arg in typing.get_args(hint) if typing.get_origin(arg) is Literal
+                for a in typing.get_args(arg)]
     if typing.get_origin(hint) is tuple:
         expected = f"a list of {len(typing.get_args(hint))} numbers"
+    elif literals:  # e.g. int | Literal["auto"]
+        expected = " or ".join([_EXPECTED.get(error["type"].split("_")[0], "a number"),
+                                *literals])
     else:
         expected = _EXPECTED.get(error["type"].split("_")[0], str(hint))
     return ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {expected}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from progreid.data.loading import build_eval_loader
+from progreid.data.loading import Workers, build_eval_loader
 from progreid.data.sample import DatasetError, Sample
 from progreid.data.sampler import PKSampler
 from progreid.errors import OutputError
@@ -63,7 +63,7 @@ def cache_path(samples: Sequence[Sample], height: int, width: int,
 
 
 def _write_cache(path: Path, samples: Sequence[Sample], height: int, width: int,
-                 workers: int) -> None:
+                 workers: Workers) -> None:
     """Decode every sample once into ``path`` (atomically), then drop stale versions of it.
 
     A folder that cannot take the file is an :class:`OutputError` saying how to choose another.
@@ -96,7 +96,7 @@ def _reserve(path: Path) -> None:
         os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
 
 
-def decoded_images(samples: Sequence[Sample], height: int, width: int, workers: int = 0,
+def decoded_images(samples: Sequence[Sample], height: int, width: int, workers: Workers = 0,
                    cache_dir: str | Path | None = None) -> np.ndarray:
     """Memory-mapped ``N x 3 x H x W`` uint8 images of ``samples``, decoded on first use.
 
@@ -143,7 +143,7 @@ class CachedTrainLoader:
 
 
 def build_cached_train_loader(samples: Sequence[Sample], height: int, width: int,
-                              sampler: PKSampler, workers: int,
+                              sampler: PKSampler, workers: Workers,
                               device: torch.device) -> CachedTrainLoader:
     """:func:`progreid.data.loading.build_train_loader` over the decoded-image cache: on CUDA
     in GPU memory when it fits in :data:`DEVICE_SHARE` of the free memory, else (and on CPU) a

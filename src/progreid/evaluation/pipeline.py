@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from progreid.config import EvalConfig
+from progreid.data.loading import Workers
 from progreid.data.sample import DatasetError, ReIDDataset
 from progreid.evaluation.features import Embedder, Features
 from progreid.evaluation.protocols import cuhk03_single_shot, pool_multi_query
@@ -41,7 +42,7 @@ def rank_features(query: Features, gallery: Features, cfg: EvalConfig) -> Rankin
 
 
 def evaluate_model(embedder: Embedder, dataset: ReIDDataset, cfg: EvalConfig,
-                   device: torch.device | str = "cpu", workers: int = 0) -> dict[str, Any]:
+                   device: torch.device | str = "cpu", workers: Workers = 0) -> dict[str, Any]:
     """Embed query and gallery with ``embedder``, rank them as ``cfg`` says: metrics in percent."""
     embed = partial(embedder.extract, device=device, batch_size=cfg.batch_size, workers=workers)
     if cfg.multi_query is not None and not dataset.multi_query:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from progreid.data.loading import Workers
 from progreid.data.market import MARKET_NAME
 from progreid.data.sample import Sample
 from progreid.deploy.bundle import Bundle
@@ -29,6 +30,6 @@ def parse_name(path: Path, pattern: re.Pattern[str] = MARKET_NAME) -> tuple[int,
 
 
 def embed_samples(bundle: Bundle, samples: Sequence[Sample], device: torch.device | str = "cpu",
-                  batch_size: int = 64, workers: int = 0) -> torch.Tensor:
+                  batch_size: int = 64, workers: Workers = 0) -> torch.Tensor:
     """``N x D`` float32 CPU embeddings of ``samples``."""
     return bundle.embedder().extract(samples, device, batch_size, workers).features.float().cpu()

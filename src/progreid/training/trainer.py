@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from progreid.config import Config
 from progreid.data import ReIDDataset
@@ -50,6 +49,7 @@ from progreid.utils.distributed import (
     loss_scale,
     wrap_model,
 )
+from progreid.utils.progress import progress
 
 
 @dataclass
@@ -275,8 +275,8 @@ class Trainer:
         start = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         steps = images_seen = 0
-        bar = tqdm(total=len(self.sampler), desc=f"epoch {self.epoch + 1}", leave=False,
-                   unit="batch", disable=not (self.cfg.train.progress and self.is_main))
+        bar = progress(total=len(self.sampler), desc=f"epoch {self.epoch + 1}", unit="batch",
+                       enabled=self.cfg.train.progress and self.is_main)
         for images, pids in self.batches():
             with self.autocast():
                 output = self.forward_model(images)
