@@ -155,3 +155,14 @@ def test_stale_temporaries_go_at_the_next_start_of_a_training(tmp_path, monkeypa
         run_lib.train(cfg)
     assert [path.exists() for path in stale + kept] == [False, False, True, True]
     assert remove_stale_temporaries(tmp_path / "nowhere") == []
+
+
+def test_search_with_a_model_of_another_width_is_one_line(tmp_path, run, images, data, capsys):
+    assert index(capsys, run, images, tmp_path / "idx")[0] == 0
+    other = make_run(tmp_path / "other", data, pca_dim=8)  # 8-d embeddings, the index has 16
+    query = str(sorted((data / "query").iterdir())[0])
+    assert main(["search", str(tmp_path / "idx"), query, "--model", str(other),
+                 "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert "the model gives 8-d embeddings but index" in err
