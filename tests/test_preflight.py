@@ -79,6 +79,11 @@ def test_resnet_imagenet_weights_offline_say_where_to_put_them(monkeypatch, caps
     assert "model.pretrained=null" in error
 
 
+def test_imagenet_weights_on_a_narrow_network_are_refused(capsys, tmp_path) -> None:
+    error = refused(capsys, tmp_path, "model.pretrained=imagenet")  # the demo's width 0.25
+    assert "model.width = 0.25: pretrained 'imagenet' needs width 1.0" in error
+
+
 def test_missing_weights_file_is_refused(capsys, tmp_path) -> None:
     error = refused(capsys, tmp_path, f"model.pretrained={tmp_path / 'w.pth'}")
     assert "not found" in error and str(tmp_path / "w.pth") in error
