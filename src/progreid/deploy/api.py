@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -122,25 +123,18 @@ class ReIDModel(ABC):
     def _batches(self, images: Images, batch_size: int, bgr: bool) -> Iterator[torch.Tensor]:
         """Contiguous uint8 ``B x 3 x height x width`` batches of ``images``, in order (as the
         evaluation loader collates them; normalising a permuted view is several times slower).
-        Images are decoded and resized by as many threads as torch uses (PIL releases the GIL),
-        one batch ahead: the next batch is prepared while the network runs on this one."""
+        Images are decoded and resized by as many threads as torch uses (PIL releases the GIL)."""
         if isinstance(images, str | Path | Image.Image) or (
                 isinstance(images, np.ndarray) and images.ndim == 3):
             raise TypeError("embed takes a list of images; wrap a single image in a list")
-        if isinstance(images, torch.Tensor):
-            for start in range(0, len(images), batch_size):
-                yield self._fit_tensor(images[start:start + batch_size], bgr)
-            return
         with ThreadPoolExecutor(torch.get_num_threads()) as pool:
-            def prepare(start: int) -> list[Future[np.ndarray]]:
-                return [pool.submit(self._pixels, image, bgr)
-                        for image in images[start:start + batch_size]]
-
-            ahead = prepare(0)
             for start in range(0, len(images), batch_size):
-                ready, ahead = ahead, prepare(start + batch_size)
-                pixels = np.stack([future.result() for future in ready])
-                yield torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+                chunk = images[start:start + batch_size]
+                if isinstance(chunk, torch.Tensor):
+                    yield self._fit_tensor(chunk, bgr)
+                else:
+                    pixels = np.stack(list(pool.map(partial(self._pixels, bgr=bgr), chunk)))
+                    yield torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
 
     def _pixels(self, image: ImageLike, bgr: bool) -> np.ndarray:
         """One image as an ``height x width x 3`` uint8 RGB array."""
