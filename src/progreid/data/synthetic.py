@@ -558,11 +558,10 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def is_current(out_dir: str | os.PathLike, spec: SyntheticSpec) -> bool:
     """True when ``out_dir`` holds a complete dataset generated from ``spec`` by this version."""
-    manifest = read_manifest(out_dir)
-    if manifest is None or manifest.get("version") != GENERATOR_VERSION or \
-            manifest.get("spec") != asdict(spec):
+    try:
+        return _check_output(Path(out_dir), spec)
+    except (ConfigError, DatasetError):  # another spec or version, incomplete, or foreign
         return False
-    return not _missing_images(Path(out_dir), spec)
 
 
 def _missing_images(out: Path, spec: SyntheticSpec) -> list[str]:
