@@ -205,16 +205,18 @@ def write_new_items(index: GalleryIndex, count: int) -> None:
         index.shards, index.ann = listed
         raise
     finally:
-        _remove_unlisted(index.root)
+        _remove_unlisted(index)
 
 
-def _remove_unlisted(root: Path) -> None:
-    """Delete the feature shards and FAISS files of ``root`` that its manifest does not list."""
+def _remove_unlisted(index: GalleryIndex) -> None:
+    """Delete the feature shards and FAISS files under ``index.root`` that its manifest does not
+    list; ``index`` lists what the manifest on disk does (the new one, or after a failed write
+    the previous one), so the manifest is not read back."""
+    root = index.root
     if not (root / MANIFEST).is_file():
         return
-    manifest = json.loads((root / MANIFEST).read_text())
-    listed = {root / SHARD_DIR / name for name in manifest["shards"]}
-    listed.add(root / (manifest["ann"] or {}).get("file", ANN_FILE))
+    listed = {root / SHARD_DIR / name for name in index.shards}
+    listed.add(root / (index.ann or {}).get("file", ANN_FILE))
     for path in [*(root / SHARD_DIR).glob("*.npy"), *root.glob("ann*.faiss")]:
         if path not in listed:
             path.unlink()
