@@ -59,15 +59,18 @@ def _load_error(path: Path, exc: Exception) -> CheckpointError:
     """The user's message for a failed ``weights_only`` load, from torch's long one."""
     refused = _REFUSED_GLOBAL.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) \
         else None
-    imported = refused.group(1) if refused else _imported_name(path)
+    with open(path, "rb") as handle:
+        head = handle.read(len(_TORCH_HEADERS[1]))
+    if refused:
+        imported = refused.group(1)
+    else:  # only a raw pickle (PROTO opcode first) is read whole; a zip or text is not one
+        imported = _imported_name(path) if head.startswith(b"\x80") else None
     if imported:
         return CheckpointError(
             f"refusing to load {path}: it would import {imported}, which is neither a "
             "tensor nor plain data; progreid loads checkpoints with weights_only=True and never "
             "runs code from a file. Re-save it from trusted code as a state dict, or use an "
             "earlier checkpoint.")
-    with open(path, "rb") as handle:
-        head = handle.read(len(_TORCH_HEADERS[1]))
     if not any(header.startswith(head) or head.startswith(header) for header in _TORCH_HEADERS):
         return CheckpointError(f"{path} is not a progreid checkpoint or model.pt (not a file "
                                "torch.save wrote); pass a run folder, its model.pt or "
@@ -82,8 +85,6 @@ def _imported_name(path: Path) -> str | None:
     """The first function or class that the raw pickle ``path`` (protocol 2 or later, not
     torch's zip) would import, read from its opcodes without running any; None if none."""
     data = path.read_bytes()
-    if not data.startswith(b"\x80"):  # no PROTO opcode: zip, text or binary noise
-        return None
     strings: list[str] = []
     try:
         for opcode, arg, _ in pickletools.genops(data):
