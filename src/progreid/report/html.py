@@ -191,6 +191,7 @@ def render_report(run_dir: str | Path, queries: int = 6, top: int = 10,
         except (OSError, DatasetError, CheckpointError) as exc:  # dataset or model not here
             log.warning("ranked lists skipped: %s", exc)
             body = f'<p class="note">Ranked lists unavailable: {_esc(exc)}</p>'
+        bar.update()
     parts.append(section("ranked-lists", f"Ranked lists (top {top})", body))
     parts.append(section("config", "Config", f"<pre>{_esc(config_text)}</pre>"))
     if environment:
