@@ -38,7 +38,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +53,7 @@ from progreid.data.sampler import PKSampler
 from progreid.data.synthetic import generate_pedestrians
 from progreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from progreid.models import build_model
+from progreid.models.backbones import BACKBONES, RESNETS
 from progreid.training.objective import Objective
 from progreid.training.trainer import Trainer, build_optimizer, seed_everything
 from progreid.utils.device import resolve_device
@@ -133,7 +133,7 @@ class Step:
             images = self.augment(images)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
             output = self.model(images)
         loss, _ = self.objective(output, pids)
         self.optimizer.zero_grad(set_to_none=True)
@@ -144,7 +144,7 @@ class Step:
 def fresh_model(cfg: Config, num_classes: int, device: torch.device,
                 channels_last: bool) -> nn.Module:
     seed_everything(cfg.train.seed)
-    model = build_model(num_classes=num_classes, **asdict(cfg.model)).to(device).train()
+    model = build_model(num_classes=num_classes, **cfg.model.model_dump()).to(device).train()
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
@@ -172,6 +172,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
                  f"data.batches_per_epoch={args.steps}", "data.cache=true",
                  f"model.backbone={args.model}", f"model.width={args.model_width}",
                  f"train.device={args.device}", f"train.compile={str(args.compile).lower()}",
+                 f"train.amp={str(args.amp).lower()}",
                  "train.progress=false", f"train.output_dir={root / 'run'}"]
     cfg = load_config(None, overrides)
     dataset = build_dataset("synthetic", root)
@@ -266,10 +267,13 @@ def report(result: dict, print_fn: Callable[[str], None] = print) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--model", default="resnet18",
-                        choices=["resnet18", "resnet34", "resnet50"])
-    parser.add_argument("--model-width", type=float, default=0.25,
-                        help="channel width multiplier (1 = the real network)")
+    parser.add_argument("--backbone", "--model", dest="model", default="resnet18",
+                        choices=sorted(BACKBONES), help="any backbone of the registry")
+    parser.add_argument("--model-width", type=float, default=None,
+                        help="channel width multiplier (default: 0.25 for a ResNet, the demo's "
+                             "network; 1 = the real network, which ImageNet weights need)")
+    parser.add_argument("--amp", action="store_true",
+                        help="bf16 autocast (train.amp; on the CPU only with native BF16)")
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32, help="P x K with K = 4")
@@ -286,6 +290,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder for the synthetic data (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args(argv)
+    if args.model_width is None:
+        args.model_width = 0.25 if args.model in RESNETS else 1.0
     if args.batch % K or args.batch < 2 * K:
         parser.error(f"--batch must be a multiple of {K} and at least {2 * K}")
     return args

@@ -17,9 +17,27 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CUHK01 = SHARED / "data" / "cuhk01"
 CUHK03_PROTOCOL = SHARED / "data" / "cuhk03_protocol"
+MARKET1501 = SHARED / "data" / "market1501"
 
 # The benchmarks' plain references (argsort evaluation, dense re-ranking) check the tests too.
 sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_cache_dirs(tmp_path_factory: pytest.TempPathFactory):
+    """Every test, and every command a test starts, writes its decoded-image cache (and
+    matplotlib its font cache) in a temporary folder, never in the user's ``~/.cache``."""
+    from progreid.data.cache import CACHE_DIR_ENV
+
+    saved = {name: os.environ.get(name) for name in (CACHE_DIR_ENV, "MPLCONFIGDIR")}
+    os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("decoded-cache"))
+    os.environ["MPLCONFIGDIR"] = str(tmp_path_factory.mktemp("matplotlib"))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
@@ -36,6 +54,13 @@ def cuhk01_root() -> Path:
     if not (CUHK01 / "campus").is_dir():
         pytest.skip(f"real CUHK01 images not found at {CUHK01} (../shared is absent)")
     return CUHK01
+
+
+@pytest.fixture(scope="session")
+def market1501_root() -> Path:
+    if not (MARKET1501 / "bounding_box_train").is_dir():
+        pytest.skip(f"real Market-1501 not found at {MARKET1501} (../shared is absent)")
+    return MARKET1501
 
 
 @pytest.fixture

@@ -126,6 +126,9 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path, monkeypatch):
     assert environment["progreid"] == progreid.__version__
     assert {"python", "numpy", "git_revision", "platform"} <= environment.keys()
     assert environment["torch_threads"] == torch.get_num_threads()
+    # The resolved speed settings: channels_last by default, bf16 only when asked for.
+    assert environment["channels_last"] is True and environment["bf16_autocast"] is False
+    assert environment["compile"] is False and "cpu_native_bf16" in environment
 
 
 def test_a_run_that_died_before_its_first_checkpoint_starts_clean(tmp_path):

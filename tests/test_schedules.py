@@ -35,6 +35,18 @@ def test_warmup_then_schedule():
     assert rates == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
 
 
+def test_cosine_after_warmup_reaches_the_final_factor_at_e1():
+    cfg = ScheduleConfig(name="cosine", warmup_epochs=1, warmup_factor=0.1, e1=5,
+                         final_factor=0.01)
+    rates = [learning_rate(e, 1.0, cfg) for e in range(7)]
+    half = 0.01 + 0.99 * 0.5  # halfway through the cosine, epochs 1 to 5
+    assert rates[0] == pytest.approx(0.1)  # warm-up
+    assert rates[1] == pytest.approx(1.0) and rates[3] == pytest.approx(half)
+    assert rates[5] == rates[6] == pytest.approx(0.01)  # held after e1
+    assert all(a > b for a, b in zip(rates[1:5], rates[2:6], strict=True))
+    assert rates[2] - 0.01 == pytest.approx(0.99 - (rates[4] - 0.01))  # symmetric around half
+
+
 def test_beta1_switch():
     cfg = ScheduleConfig(beta1_switch_epoch=150, beta1_after=0.5)
     assert adam_beta1(149, 0.9, cfg) == 0.9

@@ -101,14 +101,15 @@ class OptimConfig(Section):
 
 
 class ScheduleConfig(Section):
-    name: Literal["constant", "step", "exponential"] = Field("step")
+    name: Literal["constant", "step", "exponential", "cosine"] = Field("step")
     warmup_epochs: Int = Field(0, ge=0)
     warmup_factor: Float = Field(0.01, ge=0.0, le=1.0)
     milestones: list[Int] = Field(
         default_factory=list, description="step: epochs where lr *= gamma")
     gamma: Float = Field(0.1, gt=0.0)
     e0: Int = Field(150, ge=0, description="exponential: constant lr until e0 (PLA Eq. 10)")
-    e1: Int = Field(300, ge=1, description="exponential: lr reaches final_factor * lr at e1")
+    e1: Int = Field(300, ge=1, description="exponential, cosine: lr reaches final_factor * lr "
+                    "at e1")
     final_factor: Float = Field(0.001, gt=0.0)
     beta1_switch_epoch: Int | None = Field(None, ge=0, description="Adam beta1 changes after it")
     beta1_after: Float = Field(0.5, ge=0.0, le=1.0)
@@ -119,8 +120,10 @@ class TrainConfig(Section):
     epochs: Int = Field(60, ge=1)
     seed: Int = Field(0)
     device: Literal["auto", "cpu", "cuda"] = Field("auto")
-    amp: Bool | None = Field(None, description="bf16 autocast; default: on for CUDA")
-    channels_last: Bool | None = Field(None, description="default: on for CUDA")
+    amp: Bool | None = Field(None, description="bf16 autocast; default: on for CUDA; on the CPU "
+                             "only where it has native BF16 instructions")
+    channels_last: Bool | None = Field(
+        None, description="default: on (faster on CUDA and on the CPU, see docs/performance.md)")
     compile: Bool = Field(False, description="torch.compile the model")
     sync_bn: Bool = Field(False, description="synchronised batch norm under torchrun")
     checkpoint_every: Int = Field(1, ge=1, description="epochs between checkpoints")
@@ -137,6 +140,8 @@ class EvalConfig(Section):
     batch_size: Int = Field(128, ge=1)
     flip: Bool = Field(True, description="average features with the mirrored image")
     ten_crop: Bool = Field(False, description="PLA 10-crop test-time augmentation")
+    amp: Bool = Field(False, description="embed under bf16 autocast (CUDA, or a CPU with native "
+                      "BF16; float32 elsewhere)")
     pca_dim: Int | None = Field(None, ge=1, description="PCA dimension fitted on training features")
     metric: Literal["euclidean", "cosine"] = Field("euclidean")
     rerank: Bool = Field(False, description="k-reciprocal re-ranking")

@@ -28,6 +28,8 @@ MARKET_NAMES = ("<pid>_c<cam>s<seq>_<frame>.jpg of the Market-1501 layout (e.g. 
                 "0002_c1s1_000451_03.jpg; DukeMTMC: 0001_c2_f0046182.jpg)")
 FOLDERS = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query"}
 MULTI_QUERY_FOLDER = "gt_bbox"
+#: Identity 0: the gallery's distractors (kept as negatives; never a query).
+DISTRACTOR_PID = 0
 
 
 def _read_split(folder: Path) -> list[Sample]:
@@ -41,9 +43,27 @@ def _read_split(folder: Path) -> list[Sample]:
     return samples
 
 
-def read_market(root: str | Path, name: str = "market1501") -> ReIDDataset:
+def _first_identities(samples: list[Sample], count: int | None, option: str,
+                      name: str) -> set[int]:
+    """The ``count`` smallest identities (other than the distractor 0) of ``samples``; all of
+    them when ``count`` is None."""
+    pids = sorted({s.pid for s in samples} - {DISTRACTOR_PID})
+    if count is None:
+        return set(pids)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(pids):
+        raise DatasetError(f"data.options.{option} = {count!r}: expected an integer in "
+                           f"1..{len(pids)} ({name} has {len(pids)}); remove it to use them all")
+    return set(pids[:count])
+
+
+def read_market(root: str | Path, name: str = "market1501", train_ids: int | None = None,
+                test_ids: int | None = None) -> ReIDDataset:
     """Read a dataset in the Market-1501 layout; ``multi_query`` holds the ``gt_bbox`` images of
-    the query identities (Market-1501 multi-query protocol), empty without that folder."""
+    the query identities (Market-1501 multi-query protocol), empty without that folder.
+
+    ``train_ids`` / ``test_ids`` keep the training images of the first (smallest) that many
+    training identities and the query and gallery images of the first that many query
+    identities, with every distractor: a quick run on a subset of the benchmark."""
     root = require_dir(Path(root), f"{name} dataset folder")
     splits = {}
     for split, folder_name in FOLDERS.items():
@@ -51,6 +71,11 @@ def read_market(root: str | Path, name: str = "market1501") -> ReIDDataset:
         splits[split] = _read_split(folder)
         check_split(split, splits[split], folder)
     check_query_in_gallery(splits["query"], splits["gallery"], root)
+    kept_train = _first_identities(splits["train"], train_ids, "train_ids", name)
+    kept_test = _first_identities(splits["query"], test_ids, "test_ids", name) | {DISTRACTOR_PID}
+    splits = {"train": [s for s in splits["train"] if s.pid in kept_train],
+              **{split: [s for s in splits[split] if s.pid in kept_test]
+                 for split in ("query", "gallery")}}
     multi_query: list[Sample] = []
     if (root / MULTI_QUERY_FOLDER).is_dir():
         query_pids = {s.pid for s in splits["query"]}

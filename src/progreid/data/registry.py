@@ -19,8 +19,9 @@ Reader = Callable[..., ReIDDataset]
 
 
 def _market_layout(name: str) -> Reader:
-    def read(root: str | Path) -> ReIDDataset:
-        return read_market(root, name)
+    def read(root: str | Path, train_ids: int | None = None,
+             test_ids: int | None = None) -> ReIDDataset:
+        return read_market(root, name, train_ids, test_ids)
 
     return read
 

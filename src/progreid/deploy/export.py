@@ -73,7 +73,7 @@ class EmbeddingModel(nn.Module):
     def __init__(self, embedder: Embedder) -> None:
         super().__init__()
         self.net = embedder.model.eval()
-        self.embedder = dataclasses.replace(embedder, ten_crop=False)
+        self.embedder = dataclasses.replace(embedder, ten_crop=False, amp=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.embedder.embed(images)

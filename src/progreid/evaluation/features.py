@@ -19,6 +19,7 @@ from progreid.data.loading import Workers, build_eval_loader
 from progreid.data.sample import Sample
 from progreid.data.transforms import flip, normalize, ten_crop
 from progreid.evaluation.pca import Projection
+from progreid.utils.device import use_bf16_autocast
 from progreid.utils.distributed import gather_strided_rows, process_group, share_rank0_buffers
 from progreid.utils.progress import progress
 
@@ -47,13 +48,22 @@ class Embedder:
     flip: bool = True
     ten_crop: bool = False
     projection: Projection | None = None
+    #: Run the network on channels_last tensors (faster on the CPU and on CUDA, same results to
+    #: float rounding; docs/performance.md). The model is converted once, here.
+    channels_last: bool = True
+    #: Run the network under bf16 autocast where :func:`use_bf16_autocast` allows (``eval.amp``).
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
 
     @classmethod
     def configured(cls, model: nn.Module, cfg: Config,
                    projection: Projection | None = None) -> Embedder:
         """``model`` at the size of ``cfg.data`` with the test-time augmentation of ``cfg.eval``."""
         return cls(model, cfg.data.height, cfg.data.width, cfg.eval.flip, cfg.eval.ten_crop,
-                   projection)
+                   projection, amp=cfg.eval.amp)
 
     @torch.no_grad()
     def embed(self, images_uint8: torch.Tensor) -> torch.Tensor:
@@ -70,7 +80,11 @@ class Embedder:
         else:
             views = [images_uint8, flip(images_uint8)] if self.flip else [images_uint8]
         mean, std = self.model.normalization
-        features = sum(self.model(normalize(v, mean, std)).float() for v in views) / len(views)
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        bf16 = self.amp and use_bf16_autocast(True, images_uint8.device)
+        with torch.autocast(images_uint8.device.type, torch.bfloat16, enabled=bf16):
+            features = sum(self.model(normalize(v, mean, std).contiguous(memory_format=layout))
+                           .float() for v in views) / len(views)
         return features if self.projection is None else self.projection(features)
 
     @torch.no_grad()

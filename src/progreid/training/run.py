@@ -126,15 +126,18 @@ def check_run_dir(cfg: Config, resume: bool) -> Path:
     return run_dir
 
 
-def write_run_files(cfg: Config, run_dir: Path, resume: bool) -> None:
-    """Create the run folder with its config and environment record. A fresh start drops the
-    log of an earlier attempt that died before its first checkpoint."""
+def write_run_files(cfg: Config, run_dir: Path, resume: bool,
+                    fast_paths: dict[str, bool] | None = None) -> None:
+    """Create the run folder with its config and environment record (with the trainer's
+    resolved ``fast_paths``). A fresh start drops the log of an earlier attempt that died before
+    its first checkpoint."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         (run_dir / METRICS_NAME).unlink(missing_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     atomic_write_json(run_dir / "environment.json",
-                      environment_record() | {"loader_workers": loader_workers(cfg.data.workers)})
+                      environment_record() | (fast_paths or {})
+                      | {"loader_workers": loader_workers(cfg.data.workers)})
 
 
 def train(cfg: Config, resume: bool = False, rank: int = 0,
@@ -158,7 +161,7 @@ def train(cfg: Config, resume: bool = False, rank: int = 0,
     progress = trainer.load_checkpoint() if resume else {}
     if trainer.is_main:
         remove_stale_temporaries(run_dir, run_dir / "checkpoints")  # left by a killed write
-        write_run_files(cfg, run_dir, resume)
+        write_run_files(cfg, run_dir, resume, trainer.fast_paths())
         save_split(dataset, run_dir)
     log = (TensorBoardLog if cfg.train.tensorboard else MetricsLog)(run_dir / METRICS_NAME,
                                                                     enabled=trainer.is_main)

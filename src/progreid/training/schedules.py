@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 
 from progreid.config import ScheduleConfig
@@ -25,6 +26,14 @@ def step_lr(epoch: int, base_lr: float, milestones: list[int], gamma: float) -> 
     return base_lr * gamma ** bisect_right(milestones, epoch)
 
 
+def cosine_lr(epoch: int, base_lr: float, start: int, end: int, final_factor: float) -> float:
+    """Half a cosine from ``base_lr`` at ``start`` to ``final_factor * base_lr`` at ``end``
+    (Loshchilov & Hutter 2017, without restarts); constant outside ``[start, end]``."""
+    progress = min(max(epoch - start, 0) / max(end - start, 1), 1.0)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return base_lr * (final_factor + (1.0 - final_factor) * cosine)
+
+
 def warmup_factor(epoch: int, warmup_epochs: int, start_factor: float) -> float:
     """Linear warm-up from ``start_factor`` to 1 over the first ``warmup_epochs`` epochs."""
     if epoch >= warmup_epochs:
@@ -36,6 +45,8 @@ def learning_rate(epoch: int, base_lr: float, cfg: ScheduleConfig) -> float:
     """Learning rate for the epoch that starts after ``epoch`` completed epochs."""
     if cfg.name == "exponential":
         lr = exponential_decay_lr(epoch, base_lr, cfg.e0, cfg.e1, cfg.final_factor)
+    elif cfg.name == "cosine":
+        lr = cosine_lr(epoch, base_lr, cfg.warmup_epochs, cfg.e1, cfg.final_factor)
     elif cfg.name == "step":
         lr = step_lr(epoch, base_lr, cfg.milestones, cfg.gamma)
     else:

@@ -41,7 +41,7 @@ from progreid.utils.checkpoint import (
     require_keys,
     save_checkpoint,
 )
-from progreid.utils.device import resolve_device
+from progreid.utils.device import cpu_has_native_bf16, resolve_device, use_bf16_autocast
 from progreid.utils.distributed import (
     SampleLog,
     gather_with_grad,
@@ -174,9 +174,9 @@ class Trainer:
         self.is_main = rank == 0
         self.device = resolve_device(cfg.train.device)
         cuda = self.device.type == "cuda"
-        self.amp = cfg.train.amp if cfg.train.amp is not None else cuda
-        self.channels_last = (cfg.train.channels_last if cfg.train.channels_last is not None
-                              else cuda)
+        self.amp = use_bf16_autocast(cfg.train.amp, self.device)
+        # channels_last is faster on the CPU too (docs/performance.md), so it is the default.
+        self.channels_last = cfg.train.channels_last is not False
         if cuda:  # fixed input size: let cuDNN pick the fastest convolution algorithms
             torch.backends.cudnn.benchmark = True
         seed_everything(cfg.train.seed)
@@ -251,9 +251,13 @@ class Trainer:
                 group["betas"] = (beta1, group["betas"][1])
         return lr
 
+    def fast_paths(self) -> dict[str, bool]:
+        """The resolved speed settings, for the run's ``environment.json``."""
+        return {"channels_last": self.channels_last, "bf16_autocast": self.amp,
+                "compile": self.cfg.train.compile, "cpu_native_bf16": cpu_has_native_bf16()}
+
     def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, torch.bfloat16,
-                              enabled=self.amp and self.device.type == "cuda")
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp)
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Augmented float images and labels of one epoch, on the training device."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
 
 from progreid.errors import ConfigError
@@ -18,3 +21,22 @@ def resolve_device(name: str, setting: str = "--device") -> torch.device:
         raise ConfigError(f"{given}: no CUDA device is available on this machine; {fix}, or "
                           "auto to use CUDA only where there is one")
     return torch.device(name)
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX-512 BF16 or AMX-BF16, Arm BF16), where
+    oneDNN runs bf16 convolutions without emulating them. Read from ``/proc/cpuinfo`` (Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(flags))
+
+
+def use_bf16_autocast(setting: bool | None, device: torch.device) -> bool:
+    """The resolved ``amp`` setting: default on CUDA; on the CPU only when asked for and the CPU
+    has native BF16 (emulated bf16 is slower than float32), off elsewhere."""
+    if device.type == "cuda":
+        return True if setting is None else setting
+    return bool(setting) and device.type == "cpu" and cpu_has_native_bf16()
