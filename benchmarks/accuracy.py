@@ -103,7 +103,7 @@ def reevaluate(job: Job, threads: int, overrides: list[str]) -> None:
     target = job.run_dir / REEVAL_NAME
     if target.exists() or not (job.run_dir / "results.json").exists():
         return
-    result = subprocess.run(progreid_command(["evaluate", str(job.run_dir)], overrides),
+    result = subprocess.run(progreid_command(["evaluate", str(job.run_dir), "--json"], overrides),
                             env=threads_env(threads), capture_output=True, text=True,
                             check=False)
     if result.returncode != 0:

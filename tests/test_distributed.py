@@ -199,7 +199,7 @@ def test_torchrun_two_processes_match_one_process_with_the_global_batch(
     # gathered their features: the same metrics as evaluating the saved model in one process.
     results = json.loads((ddp_dir / "results.json").read_text())
     capsys.readouterr()
-    assert main(["evaluate", str(ddp_dir)]) == 0
+    assert main(["evaluate", str(ddp_dir), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     for key in ("rank1", "mAP", "mINP"):
         assert results[key] == pytest.approx(again[key], abs=1e-6)

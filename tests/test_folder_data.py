@@ -244,7 +244,7 @@ def test_camera_less_ranking_matches_a_naive_reference(tmp_path, layout):
 # ----------------------------------------------------------------- train + evaluate (CLI)
 def _evaluate(capsys, run: Path) -> dict:
     capsys.readouterr()
-    assert main(["evaluate", str(run)]) == 0
+    assert main(["evaluate", str(run), "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -268,6 +268,18 @@ def test_camera_less_data_trains_and_evaluates_end_to_end(tmp_path, capsys, layo
     assert (run / SPLIT_NAME).is_file() == (layout == "identities")
     evaluated = _evaluate(capsys, run)
     assert _metrics(evaluated) == pytest.approx(_metrics(results))
+    if layout == "splits":  # without --json: the table train prints, and the time it took
+        capsys.readouterr()
+        assert main(["evaluate", str(run)]) == 0
+        header, row, model = capsys.readouterr().out.strip().splitlines()
+        assert header.split() == ["rank1", "rank5", "rank10", "mAP", "mINP"]
+        assert row.split()[0] == "folder"
+        assert float(row.split()[1]) == pytest.approx(results["rank1"], abs=0.05)
+        assert model.startswith(f"model: {run / 'model.pt'}") and " s; every metric" in model
+        # Only eval.* settings: the rest is how the model was trained.
+        code, err = run_cli(capsys, "evaluate", run, "--set", "train.epochs=5")
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+        assert "--set 'train.epochs=5': evaluate takes only eval.* settings" in err
     if layout == "identities":
         assert json.loads((run / SPLIT_NAME).read_text()) == build_dataset("folder", root).split
         _identities(root, {name: 3 for name in NAMES}, seed=2, first=3)  # the folder grows

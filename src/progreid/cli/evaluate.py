@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from progreid.cli.common import parse_options
 
@@ -18,16 +19,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override eval settings, e.g. eval.rerank=true")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--json", action="store_true",
+                        help="print every metric (CMC to rank 50) as JSON instead of a table")
     parser.set_defaults(func=run)
 
 
+def check_eval_overrides(overrides: list[str]) -> None:
+    """``evaluate`` changes only how a trained model is evaluated: a ``--set`` outside the
+    ``eval`` section (the training recipe) is refused, naming it."""
+    from progreid.errors import ConfigError
+
+    for item in overrides:
+        if not item.split("=", 1)[0].strip().startswith("eval."):
+            raise ConfigError(f"--set {item!r}: evaluate takes only eval.* settings (e.g. "
+                              "eval.rerank=true); the model was trained with the rest of its "
+                              "recipe; to train with other settings use progreid train")
+
+
 def run(args: argparse.Namespace) -> int:
+    from progreid.cli.report_table import metrics_table
     from progreid.config import override_config
     from progreid.data import build_dataset, build_run_dataset
     from progreid.deploy.bundle import load_bundle, resolve_bundle_path
     from progreid.evaluation.pipeline import evaluate_model
     from progreid.utils.device import resolve_device
 
+    check_eval_overrides(args.overrides)
     device = resolve_device(args.device)
     bundle = load_bundle(args.model, device)
     cfg = override_config(bundle.config, args.overrides, source="--set")
@@ -38,7 +55,15 @@ def run(args: argparse.Namespace) -> int:
     else:  # the run's dataset, with the split the run saved (split.json) if it drew one
         dataset = build_run_dataset(name, root, cfg.data.options,
                                     resolve_bundle_path(args.model).parent)
+    start = time.perf_counter()
     metrics = evaluate_model(bundle.embedder(cfg), dataset, cfg.eval, device, cfg.data.workers)
-    print(json.dumps({"model": str(resolve_bundle_path(args.model)), "dataset": name,
-                      **metrics}, indent=2))
+    seconds = round(time.perf_counter() - start, 1)
+    model = str(resolve_bundle_path(args.model))
+    if args.json:
+        print(json.dumps({"model": model, "dataset": name, "seconds": seconds, **metrics},
+                         indent=2))
+    else:
+        print(metrics_table({name: metrics}))
+        print(f"model: {model}  ({len(dataset.query):,} queries, {len(dataset.gallery):,} "
+              f"gallery images, {seconds:.0f} s; every metric: --json)")
     return 0

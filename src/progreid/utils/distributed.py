@@ -52,12 +52,12 @@ def distributed_context(device: str, sync_bn: bool) -> Iterator[tuple[int, int]]
     dist.init_process_group("nccl" if use_cuda else "gloo")
     try:
         yield dist.get_rank(), dist.get_world_size()
+        dist.barrier()  # no process tears the group down while another still works (writes)
     finally:
-        # The training's DistributedDataParallel wrapper is garbage by now, but held in
-        # reference cycles: free it while the group it uses still exists. A DDP object that
-        # outlives destroy_process_group aborts its process at exit now and then ("terminate
-        # called without an active exception", SIGABRT; 5 runs in 50 of a two-rank script that
-        # left one alive, 0 in 30 that freed it first).
+        # A DistributedDataParallel object that outlives destroy_process_group aborts its
+        # process at exit now and then ("terminate called without an active exception",
+        # SIGABRT: 5 runs in 50 of a two-rank script that kept one, 0 in 30 that freed it
+        # first). The trainer's is garbage by now; collect any that reference cycles still hold.
         gc.collect()
         dist.destroy_process_group()
 
