@@ -218,10 +218,11 @@ def test_import_progreid_is_light_and_lists_its_api():
 
 
 def test_readme_tracker_example_runs_as_written(tmp_path, monkeypatch, run, data, capsys):
-    """The README's Python API code block, run as written in a folder laid out as it assumes
-    (a finished run under runs/demo, synthetic images under .cache/progreid/synthetic)."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Python API"):]
+    """The tracker example of docs/deployment.md (Python API), run as written in a folder laid
+    out as it assumes (a finished run under runs/demo, synthetic images under
+    .cache/progreid/synthetic)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    section = page[page.index("## Python API"):]
     start = section.index("```python\n") + len("```python\n")
     code = section[start:section.index("\n```", start)]
     (tmp_path / "runs" / "demo").mkdir(parents=True)
@@ -229,7 +230,7 @@ def test_readme_tracker_example_runs_as_written(tmp_path, monkeypatch, run, data
     (tmp_path / ".cache" / "progreid").mkdir(parents=True)
     (tmp_path / ".cache" / "progreid" / "synthetic").symlink_to(data)
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, "docs/deployment.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     queries = len(list((data / "query").glob("*.jpg")))
     assert len(printed) == min(queries, 20) and all(" track " in line for line in printed)
