@@ -1,5 +1,6 @@
-"""The layers of the package (README, Layout): each source file imports only its own layer and
-the layers below; inference commands load no training code; no import cycle in training."""
+"""The layers of the package (docs/contributing.md, Layers): each source file imports only its
+own layer and the layers below; inference commands load no training code; no import cycle in
+training."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import progreid
 
 PACKAGE = Path(progreid.__path__[0])
 SRC = str(PACKAGE.parent)
-#: The layers of the README's layout, lowest first, by top-level name under ``progreid``.
+#: The layers of docs/contributing.md, lowest first, by top-level name under ``progreid``.
 #: (``progreid/__init__`` re-exports the Python API lazily, by name: it imports nothing.)
 LAYERS = [("foundation", {"__init__", "errors", "utils"}), ("data", {"data"}),
           ("models and losses", {"models", "losses"}), ("recipe schema", {"config"}),
@@ -79,7 +80,7 @@ def test_every_source_file_imports_only_its_layer_and_below() -> None:
     upward = []
     for path in files:
         own = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
-        assert own in LEVEL, f"{path} belongs to no layer of the README's layout"
+        assert own in LEVEL, f"{path} belongs to no layer of docs/contributing.md"
         for name in runtime_imports(ast.parse(path.read_text())):
             if LEVEL[name] > LEVEL[own]:
                 upward.append(f"{path.relative_to(PACKAGE)} imports progreid.{name} "
