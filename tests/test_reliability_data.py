@@ -261,7 +261,9 @@ def test_empty_folder(tmp_path, capsys, market):
 def test_missing_folder(tmp_path, capsys, market):
     shutil.rmtree(market / "bounding_box_test")
     code, err, out = _train(tmp_path, capsys, market)
-    assert code == 2 and f"missing folder {market / 'bounding_box_test'}" in err
+    assert code == 2 and (f"missing folder {market / 'bounding_box_test'} (gallery images of "
+                          "market1501); the dataset root must be the folder that holds "
+                          "bounding_box_test/ (data.root, e.g. --set data.root=DIR)") in err
     assert not out.exists()
 
 

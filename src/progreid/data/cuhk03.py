@@ -26,7 +26,9 @@ from progreid.data.sample import (
     check_images_exist,
     check_query_in_gallery,
     check_split,
+    option_error,
     relabel,
+    require_data_dir,
     require_dir,
 )
 from progreid.utils.io import atomic_path
@@ -68,13 +70,12 @@ def read_cuhk03(root: str | Path, variant: str = "detected",
                 split_dir: str | Path | None = None) -> ReIDDataset:
     """Read CUHK03 ``variant`` with the 767/700 protocol; indices in the file are 1-based."""
     if variant not in VARIANTS:
-        raise DatasetError(f"CUHK03 variant {variant!r} is unknown; expected one of "
-                           f"{', '.join(VARIANTS)}")
+        raise option_error("variant", variant, f"one of {', '.join(VARIANTS)}")
     root = require_dir(Path(root), "CUHK03 dataset folder")
     path = split_file(Path(split_dir) if split_dir is not None else root, variant)
     mat = load_split(path)
-    images = require_dir(root / f"images_{variant}",
-                         f"CUHK03 {variant} images; create it with `progreid prepare cuhk03`")
+    images = require_data_dir(root, f"images_{variant}", f"CUHK03 {variant} images; create "
+                              "it with `progreid prepare cuhk03`")
     names = [str(np.asarray(cell).ravel()[0]) for cell in mat["filelist"].ravel()]
     labels = mat["labels"].ravel().astype(np.int64)
     cams = mat["camId"].ravel().astype(np.int64)

@@ -18,7 +18,9 @@ from progreid.data.sample import (
     Sample,
     check_query_in_gallery,
     check_split,
+    option_error,
     relabel,
+    require_data_dir,
     require_dir,
 )
 
@@ -51,8 +53,8 @@ def _first_identities(samples: list[Sample], count: int | None, option: str,
     if count is None:
         return set(pids)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(pids):
-        raise DatasetError(f"data.options.{option} = {count!r}: expected an integer in "
-                           f"1..{len(pids)} ({name} has {len(pids)}); remove it to use them all")
+        raise option_error(option, count, f"an integer in 1..{len(pids)} ({name} has "
+                                          f"{len(pids)}); remove it to use them all")
     return set(pids[:count])
 
 
@@ -67,7 +69,7 @@ def read_market(root: str | Path, name: str = "market1501", train_ids: int | Non
     root = require_dir(Path(root), f"{name} dataset folder")
     splits = {}
     for split, folder_name in FOLDERS.items():
-        folder = require_dir(root / folder_name, f"{split} images of {name}")
+        folder = require_data_dir(root, folder_name, f"{split} images of {name}")
         splits[split] = _read_split(folder)
         check_split(split, splits[split], folder)
     check_query_in_gallery(splits["query"], splits["gallery"], root)

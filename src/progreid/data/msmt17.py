@@ -18,6 +18,7 @@ from progreid.data.sample import (
     check_split,
     relabel,
     require_dir,
+    root_fix,
 )
 
 MSMT17_NAME = re.compile(r"^\d+_\d+_(?P<camid>\d+)_")
@@ -50,7 +51,7 @@ def read_msmt17(root: str | Path) -> ReIDDataset:
     found = [pair for pair in IMAGE_FOLDERS if (root / pair[0]).is_dir()]
     if not found:
         raise DatasetError(f"missing folder {root / 'train'} (MSMT17 training images; or "
-                           f"{root / 'mask_train_v2'} for MSMT17_V2)")
+                           f"{root / 'mask_train_v2'} for MSMT17_V2); {root_fix(root, 'train')}")
     train_dir, test_dir = (root / name for name in found[0])
     require_dir(test_dir, "MSMT17 test images")
     splits = {
