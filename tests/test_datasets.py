@@ -200,8 +200,8 @@ def test_cuhk03_reader_rejects_bad_split_files(tmp_path, train, query, gallery, 
 
 
 def test_cuhk03_reader_rejects_bad_variant_and_missing_split(tmp_path):
-    with pytest.raises(DatasetError, match="data.options.variant = 'both': expected one of detected, "
-                                         "labeled"):
+    with pytest.raises(DatasetError, match="data.options.variant = 'both': expected one of "
+                                         "detected, labeled"):
         build_dataset("cuhk03", tmp_path, variant="both")
     with pytest.raises(DatasetError, match="missing CUHK03 split file"):
         build_dataset("cuhk03", tmp_path)
