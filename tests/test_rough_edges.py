@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
+import pytest
+from deploy_helpers import make_run, synthetic_data
 from reliability_support import config_file, make_market, noise_image, run_cli
 
 from progreid.cli import main
+from progreid.search.embed import parse_name
 
 
 def make_cuhk01(root: Path, identities: int = 4) -> Path:
@@ -18,6 +23,81 @@ def make_cuhk01(root: Path, identities: int = 4) -> Path:
         for image in range(1, 5):
             noise_image(rng, 40, 20).save(root / "campus" / f"{pid:04d}{image:03d}.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = synthetic_data(tmp_path_factory.mktemp("data"))
+    return make_run(tmp_path_factory.mktemp("run") / "run", data)
+
+
+# ----------------------------------------------------------------- 1. index: progress, --name
+def test_index_reads_cuhk01_names_with_name_and_says_how_long_it_took(tmp_path, capsys, run):
+    campus = make_cuhk01(tmp_path / "cuhk01", identities=3) / "campus"
+    code, err = run_cli(capsys, "index", run, campus, "--out", tmp_path / "idx", "--device",
+                        "cpu", "--batch-size", "4", "--name", "cuhk01")
+    assert code == 0
+    assert re.fullmatch(r"progreid index: 12 images indexed in \d+\.\d s\n", err)
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["naming"] == "cuhk01"
+    assert [(item["pid"], item["camid"]) for item in manifest["items"][:4]] == [
+        (1, 0), (1, 0), (1, 1), (1, 1)]
+    capsys.readouterr()  # search colours the matches: the query's name is read the same way
+    assert main(["search", str(tmp_path / "idx"), str(campus / "0002001.png"), "--json",
+                 "--top", "12", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)["results"][0]
+    statuses = {(m["pid"], m["camid"]): m["status"] for m in result["matches"]}
+    assert (result["pid"], result["camid"]) == (2, 0)
+    assert statuses == {(2, 0): "junk", (2, 1): "match", (1, 0): "mismatch",
+                        (1, 1): "mismatch", (3, 0): "mismatch", (3, 1): "mismatch"}
+
+
+@pytest.mark.parametrize(("naming", "name", "expected"), [
+    ("market1501", "0042_c3s1_000123_01.jpg", (42, 2)),
+    ("dukemtmc", "0007_c1_f0000123.jpg", (7, 0)),
+    ("cuhk01", "0971004.png", (971, 1)),
+    ("cuhk01", "0971005.png", (-1, -1)),
+    ("cuhk01", "0042_c3s1_000123_01.jpg", (-1, -1)),
+    ("cuhk03", "3_012_2_07.png", (3012, 1)),
+    ("msmt17", "0003_004_04_0113noon_0031_2.jpg", (3, 3)),
+    ("folder", "0005_c2_x.jpg", (5, 2)),
+])
+def test_each_dataset_layout_names_identity_and_camera(naming, name, expected):
+    assert parse_name(Path(name), naming) == expected
+
+
+def test_index_without_name_says_how_to_read_other_names(tmp_path, capsys, run):
+    campus = make_cuhk01(tmp_path / "cuhk01", identities=1) / "campus"
+    code, err = run_cli(capsys, "index", run, campus, "--out", tmp_path / "idx", "--device",
+                        "cpu")
+    assert code == 0
+    assert re.fullmatch(r"progreid index: 4 images indexed in \d+\.\d s; no file name gave an "
+                        r"identity as market1501 names it: pass --name DATASET to read another "
+                        r"dataset's names\n", err)
+    code, err = run_cli(capsys, "index", run, campus, "--out", tmp_path / "idx", "--append",
+                        "--name", "cuhk01")
+    assert code == 2 and err == (f"progreid index: error: --name cuhk01: the index "
+                                 f"{tmp_path / 'idx'} reads identities from market1501 file "
+                                 "names; leave --name out to append with them, or build a new "
+                                 "index with --out\n")
+
+
+def test_index_shows_progress_on_a_terminal(tmp_path, capsys, run, monkeypatch):
+    """The bar is drawn where stderr is a terminal (tqdm decides; forced here)."""
+    from progreid.utils import progress as progress_lib
+
+    calls = []
+    real = progress_lib.progress
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("progreid.search.gallery.progress", recording)
+    campus = make_cuhk01(tmp_path / "cuhk01", identities=1) / "campus"
+    assert run_cli(capsys, "index", run, campus, "--out", tmp_path / "idx", "--device", "cpu",
+                   "--batch-size", "2")[0] == 0
+    assert calls == [{"desc": "indexing", "total": 4, "enabled": True}]
 
 
 # ----------------------------------------------------------------- 2. datasets without --name

@@ -25,11 +25,23 @@ CUHK01_NAME = re.compile(r"^(?P<pid>\d{4})(?P<image>\d{3})\.png$", re.IGNORECASE
 CAMERAS = {"A": 0, "B": 1}
 
 
+def _camera_of(image: int) -> int | None:
+    """Camera A (0) for images 1-2, camera B (1) for images 3-4, None for another number."""
+    return None if not 1 <= image <= 4 else CAMERAS["A"] if image <= 2 else CAMERAS["B"]
+
+
 def _camera(image: int, path: Path) -> int:
-    """Camera A (0) for images 1-2, camera B (1) for images 3-4."""
-    if not 1 <= image <= 4:
+    camera = _camera_of(image)
+    if camera is None:
         raise DatasetError(f"image {path}: image number {image:03d} is outside 001-004")
-    return CAMERAS["A"] if image <= 2 else CAMERAS["B"]
+    return camera
+
+
+def parse_cuhk01_name(name: str) -> tuple[int, int] | None:
+    """(identity, 0-based camera) of a CUHK01 file name ``NNNNMMM.png``; None for another."""
+    match = CUHK01_NAME.match(name)
+    camera = None if match is None else _camera_of(int(match["image"]))
+    return None if camera is None else (int(match["pid"]), camera)
 
 
 def read_cuhk01(root: str | Path, seed: int = 0, num_train_ids: int = 485,

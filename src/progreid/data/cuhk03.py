@@ -11,6 +11,7 @@ within the pair) made 0-based; identities are their ``labels``.
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -35,7 +36,18 @@ from progreid.utils.io import atomic_path
 from progreid.utils.progress import progress
 
 VARIANTS = ("detected", "labeled")
+#: The image names :func:`prepare_cuhk03` writes: camera pair, person, camera (1-2), image.
+CUHK03_NAME = re.compile(r"^(?P<pair>\d+)_(?P<person>\d{3})_(?P<camid>[12])_(?P<image>\d{2})\.png$")
 SPLIT_FIELDS = ("filelist", "labels", "camId", "train_idx", "query_idx", "gallery_idx")
+
+
+def parse_cuhk03_name(name: str) -> tuple[int, int] | None:
+    """(identity, 0-based camera) of a CUHK03 image name ``1_001_1_01.png``; None for another.
+    The identity is pair x 1000 + person (the split files' labels are not in the names)."""
+    match = CUHK03_NAME.match(name)
+    if match is None:
+        return None
+    return int(match["pair"]) * 1000 + int(match["person"]), int(match["camid"]) - 1
 
 
 def _require(module: str) -> ModuleType:

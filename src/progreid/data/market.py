@@ -34,6 +34,12 @@ MULTI_QUERY_FOLDER = "gt_bbox"
 DISTRACTOR_PID = 0
 
 
+def parse_market_name(name: str) -> tuple[int, int] | None:
+    """(identity, 0-based camera) of a Market-layout file name; None for another name."""
+    match = MARKET_NAME.match(name)
+    return None if match is None else (int(match["pid"]), int(match["camid"]) - 1)
+
+
 def _read_split(folder: Path) -> list[Sample]:
     """Samples of one Market-layout folder with 0-based cameras."""
     samples = []

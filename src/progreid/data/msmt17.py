@@ -21,8 +21,17 @@ from progreid.data.sample import (
     root_fix,
 )
 
-MSMT17_NAME = re.compile(r"^\d+_\d+_(?P<camid>\d+)_")
+MSMT17_NAME = re.compile(r"^(?P<pid>\d+)_\d+_(?P<camid>\d+)_")
 IMAGE_FOLDERS = (("train", "test"), ("mask_train_v2", "mask_test_v2"))
+
+
+def parse_msmt17_name(name: str) -> tuple[int, int] | None:
+    """(identity, 0-based camera) of an MSMT17 file name ``PPPP_NNN_CC_...``; None for another
+    (the list files hold the identities; the names carry them too)."""
+    match = MSMT17_NAME.match(name)
+    if match is None or int(match["camid"]) < 1:
+        return None
+    return int(match["pid"]), int(match["camid"]) - 1
 
 
 def read_list(list_path: Path, images: Path) -> list[Sample]:

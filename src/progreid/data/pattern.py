@@ -42,6 +42,13 @@ LAYOUTS = ("auto", "splits", "identities")
 NO_CAMERA = -1
 
 
+def parse_folder_name(name: str) -> tuple[int, int] | None:
+    """(identity, camera number as written) of a name matching :data:`DEFAULT_PATTERN`; None
+    for another."""
+    match = re.search(DEFAULT_PATTERN, name)
+    return None if match is None else (int(match["pid"]), int(match["camid"]))
+
+
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """Compile ``pattern``; it must be a valid regex with the named group ``pid`` (and may have
     ``camid``)."""

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from progreid.data.cuhk01 import read_cuhk01
-from progreid.data.cuhk03 import read_cuhk03
+from progreid.data.cuhk01 import parse_cuhk01_name, read_cuhk01
+from progreid.data.cuhk03 import parse_cuhk03_name, read_cuhk03
 from progreid.data.identities import SPLIT_NAME
-from progreid.data.market import read_market
-from progreid.data.msmt17 import read_msmt17
-from progreid.data.pattern import read_folder
+from progreid.data.market import parse_market_name, read_market
+from progreid.data.msmt17 import parse_msmt17_name, read_msmt17
+from progreid.data.pattern import parse_folder_name, read_folder
 from progreid.data.sample import DatasetError, MisplacedRootError, ReIDDataset, require_dir
 
 Reader = Callable[..., ReIDDataset]
@@ -36,6 +36,18 @@ READERS: dict[str, Reader] = {
     "synthetic": _market_layout("synthetic"),
 }
 DATASET_NAMES = tuple(READERS)
+#: (identity, camera) from one file name in each dataset's layout, None for a name that is not
+#: of that layout: how ``progreid index --name`` labels the images of a gallery.
+NameParser = Callable[[str], tuple[int, int] | None]
+NAME_PARSERS: dict[str, NameParser] = {
+    "market1501": parse_market_name,
+    "dukemtmc": parse_market_name,
+    "cuhk03": parse_cuhk03_name,
+    "cuhk01": parse_cuhk01_name,
+    "msmt17": parse_msmt17_name,
+    "folder": parse_folder_name,
+    "synthetic": parse_market_name,
+}
 
 
 def reader_options(name: str) -> dict[str, Any]:
