@@ -8,11 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from deploy_helpers import make_run, synthetic_data
 from reliability_support import config_file, make_market, noise_image, run_cli
 
+import progreid
 from progreid.cli import main
+from progreid.errors import ConfigError
 from progreid.search.embed import parse_name
+from progreid.utils.device import resolve_device
 
 
 def make_cuhk01(root: Path, identities: int = 4) -> Path:
@@ -168,3 +172,30 @@ def test_a_missing_root_says_which_folder_to_pass(tmp_path, capsys, monkeypatch)
                    "(CUHK01 images NNNNMMM.png); ../shared/data/cuhk01 does not exist (relative "
                    f"to the working folder {tmp_path}); the dataset root must be the folder "
                    "that holds campus/ (data.root, e.g. --set data.root=DIR)\n")
+
+
+# ----------------------------------------------------------------- 5. device= of the Python API
+def test_cuda_without_a_gpu_names_the_python_argument(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as info:
+        resolve_device("cuda", "device")
+    assert str(info.value) == ("device='cuda': no CUDA device is available on this machine; "
+                               "pass device='cpu', or 'auto' to use CUDA only where there is one")
+
+
+@pytest.mark.xfail(strict=True, reason="needs deploy/api.py load(): resolve_device(str(device), "
+                                       "'device'); remove this marker with that change")
+def test_load_on_cuda_without_a_gpu_names_its_device_argument(monkeypatch, run):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as info:
+        progreid.load(run, device="cuda")
+    assert str(info.value).startswith("device='cuda': no CUDA device is available")
+
+
+def test_search_names_its_device_option(monkeypatch, capsys, tmp_path, run):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, err = run_cli(capsys, "search", tmp_path / "idx", tmp_path / "q.png", "--model", run,
+                        "--device", "cuda")
+    assert code == 2 and err == ("progreid search: error: --device cuda: no CUDA device is "
+                                 "available on this machine; pass --device cpu, or auto to use "
+                                 "CUDA only where there is one\n")

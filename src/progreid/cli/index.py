@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from progreid.utils.device import resolve_device
     from progreid.utils.io import remove_stale_temporaries
 
-    resolve_device(args.device)  # a missing CUDA is named as --device, before any work
+    resolve_device(args.device)  # a missing CUDA is named as --device, not load()'s device=
     start = time.perf_counter()
     if args.append:
         gallery = Gallery.load(args.out, device=args.device)
