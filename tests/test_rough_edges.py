@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,26 @@ def test_search_names_its_device_option(monkeypatch, capsys, tmp_path, run):
     assert code == 2 and err == ("progreid search: error: --device cuda: no CUDA device is "
                                  "available on this machine; pass --device cpu, or auto to use "
                                  "CUDA only where there is one\n")
+
+
+# ----------------------------------------------------------------- 6. a folder of run folders
+def test_evaluate_of_a_folder_of_runs_names_the_newest_run(tmp_path, capsys, run):
+    demo = tmp_path / "demo"
+    older, newer = (Path(shutil.copytree(run, demo / name))
+                    for name in ("20260101-090000", "20260102-090000"))
+    os.utime(older / "model.pt", (1_000_000_000, 1_000_000_000))
+    code, err = run_cli(capsys, "evaluate", demo, "--device", "cpu")
+    assert code == 2
+    assert err == (f"progreid evaluate: error: checkpoint not found: {demo / 'model.pt'}; did "
+                   f"you mean {newer} (the newest of its 2 run folders)?\n")
+    code, err = run_cli(capsys, "report", demo, "--device", "cpu")
+    assert code == 2 and err == (f"progreid report: error: {demo}/config.yaml not found: is "
+                                 f"{demo} a progreid run folder? did you mean {newer} (the "
+                                 "newest of its 2 run folders)?\n")
+    shutil.rmtree(older)
+    code, err = run_cli(capsys, "evaluate", demo, "--device", "cpu")
+    assert code == 2 and err.endswith(f"; did you mean {newer} (its run folder)?\n")
+    (tmp_path / "empty").mkdir()
+    code, err = run_cli(capsys, "evaluate", tmp_path / "empty", "--device", "cpu")
+    assert code == 2 and err == (f"progreid evaluate: error: checkpoint not found: "
+                                 f"{tmp_path / 'empty' / 'model.pt'}\n")
