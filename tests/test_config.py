@@ -36,26 +36,40 @@ def test_int_is_accepted_for_float():
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    (["optim.lrr=1"], "unknown key 'optim.lrr'"),
-    (["nosuch.key=1"], "unknown key 'nosuch'"),
-    (["optim.lr=-0.1"], "optim.lr = -0.1 is out of range"),
-    (["optim.lr=0"], "must be greater than 0"),
-    (["data.p=two"], "data.p = 'two' has the wrong type; expected int"),
-    (["data.p=1.5"], "expected int"),
-    (["train.amp=yes please"], "train.amp"),
-    (["model.name=resnet"], "model.name = 'resnet' is not allowed"),
-    (["optim.betas=[0.9]"], "optim.betas"),
-    (["optim.betas=[0.9, 1.5]"], "each beta must be in [0, 1)"),
-    (["data.erase_p=1.5"], "data.erase_p = 1.5 is out of range; must be at most 1.0"),
-    (["schedule.milestones=[20, 10]"], "must be increasing"),
-    (["schedule.name=exponential", "schedule.e0=10", "schedule.e1=5"], "schedule.e1"),
+    (["optim.lrr=1"], "--set optim.lrr=1: unknown key 'optim.lrr'"),
+    (["nosuch.key=1"], "--set nosuch.key=1: unknown key 'nosuch'"),
+    (["optim.lr=-0.1"], "--set optim.lr=-0.1: optim.lr = -0.1 is out of range"),
+    (["optim.lr=0"], "--set optim.lr=0: optim.lr = 0 is out of range; must be greater than 0"),
+    (["data.p=two"], "--set data.p=two: data.p = 'two' has the wrong type; expected int"),
+    (["data.p=1.5"], "--set data.p=1.5: data.p = 1.5 has the wrong type; expected int"),
+    (["train.amp=yes please"], "--set train.amp=yes please: train.amp = 'yes please' has "
+     "the wrong type; expected bool"),
+    (["model.name=resnet"], "--set model.name=resnet: model.name = 'resnet' is not allowed"),
+    (["optim.betas=[0.9]"], "--set optim.betas=[0.9]: optim.betas = [0.9] has the wrong "
+     "type; expected a list of 2 numbers"),
+    (["optim.betas=[0.9, 1.5]"], "--set optim.betas=[0.9, 1.5]: optim.betas = [0.9, 1.5]: "
+     "each beta must be in [0, 1)"),
+    (["data.erase_p=1.5"], "--set data.erase_p=1.5: data.erase_p = 1.5 is out of range; "
+     "must be at most 1.0"),
+    (["schedule.milestones=[20, 10]"], "--set schedule.milestones=[20, 10]: "
+     "schedule.milestones = [20, 10] must be increasing"),
+    (["schedule.name=exponential", "schedule.e0=10", "schedule.e1=5"],
+     "--set schedule.name=exponential, --set schedule.e0=10, --set schedule.e1=5: schedule.e1 = 5 "
+     "must be greater than schedule.e0 = 10"),
     (["train.method=pla", "loss.metric=generalized_batch_hard", "loss.metric_params={}",
-      "pla.lambda_range=[2, 0]"], "pla.lambda_range"),
-    (["pla.ei_samples=10"], "section 'pla' applies to train.method = 'pla' only"),
+      "pla.lambda_range=[2, 0]"],
+     "--set pla.lambda_range=[2, 0]: pla.lambda_range = [2.0, 0.0]: lower bound above upper "
+     "bound"),
+    (["pla.ei_samples=10"], "--set pla.ei_samples=10: section 'pla' applies to train.method = "
+     "'pla' only"),
     (["train.method=trc", "loss.metric=top_rank_counter", "loss.metric_params={}",
-      "train.epochs=3"], "train.epochs is not used by train.method = 'trc'"),
+      "train.epochs=3"],
+     "--set train.method=trc, --set train.epochs=3: train.epochs is not used by train.method "
+     "= 'trc'"),
     (["train.method=trc", "loss.metric=top_rank_counter", "loss.metric_params={}",
-      "trc.vanilla_epochs=0", "trc.full_epochs=0"], "nothing to train"),
+      "trc.vanilla_epochs=0", "trc.full_epochs=0"],
+     "--set trc.vanilla_epochs=0, --set trc.full_epochs=0: trc.vanilla_epochs and "
+     "trc.full_epochs are both 0: nothing to train"),
     (["optim.lr"], "expected key=value"),
     (["lr=1"], "section.name"),
 ])
@@ -68,8 +82,24 @@ def test_bad_values_name_the_key(override, message):
 def test_errors_name_the_file(tmp_path):
     path = write(tmp_path, {"data": {"height": "tall"}})
     with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert str(path) in str(info.value) and "data.height" in str(info.value)
+        load_config(path, ["optim.lr=0.1"])  # a valid --set is not blamed
+    assert str(info.value) == (f"{path}: data.height = 'tall' has the wrong type; expected int")
+
+
+def test_set_errors_name_the_item_not_the_file(tmp_path):
+    path = write(tmp_path, {"optim": {"lr": 0.01}})
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["data.p=8", "optim.lrr=0.1"])
+    assert str(info.value).startswith("--set optim.lrr=0.1: unknown key 'optim.lrr'; valid keys "
+                                      "here: optim.name, optim.lr,")
+    assert str(path) not in str(info.value)
+    with pytest.raises(ConfigError) as info:  # the last --set of a key is the one used
+        load_config(path, ["data.k=1", "data.k=3", "data.p=1"])
+    assert str(info.value).startswith("--set data.p=1: data.p = 1: the metric loss")
+    with pytest.raises(ConfigError) as info:  # a whole section set by --set
+        load_config(path, ["loss.metric_params={kk: 1}"])
+    assert str(info.value).startswith("--set loss.metric_params={kk: 1}: unknown key "
+                                      "'loss.metric_params.kk' of metric loss 'batch_hard'")
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -100,8 +130,9 @@ def test_save_and_reload_round_trip(tmp_path):
 def test_override_config_validates():
     cfg = load_config(None)
     assert override_config(cfg, ["eval.rerank=true"]).eval.rerank is True
-    with pytest.raises(ConfigError, match="eval.k1"):
-        override_config(cfg, ["eval.k1=0"])
+    with pytest.raises(ConfigError) as info:
+        override_config(cfg, ["eval.rerank=true", "eval.k1=0"], source="--set")
+    assert str(info.value) == ("--set eval.k1=0: eval.k1 = 0 is out of range; must be at least 1")
 
 
 ROOT = Path(__file__).resolve().parents[1]

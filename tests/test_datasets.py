@@ -127,8 +127,9 @@ def test_folder_reader_default_pattern_reads_market_names(tmp_path):
 
 
 @pytest.mark.parametrize(("pattern", "message"), [
-    (r"(?P<camid>\d+)", "lacks the named group pid"),
-    (r"(?P<pid>\d+", "not a valid regular expression"),
+    (r"(?P<camid>\d+)", r"data.options.pattern = '\(\?P<camid>\\\\d\+\)': expected a regular "
+                        "expression with the named group pid.*; it lacks the named group pid"),
+    (r"(?P<pid>\d+", r"data.options.pattern = .*: expected a valid regular expression \(missing"),
     (r"(?P<pid>\d+)_(?P<camid>c\d+)", "captured pid='0001', camid='c1'; expected integers"),
     (r"^(?P<pid>\d+)_k(?P<camid>\d+)", "0001_c1.png does not match the file name pattern"),
 ])
@@ -199,7 +200,8 @@ def test_cuhk03_reader_rejects_bad_split_files(tmp_path, train, query, gallery, 
 
 
 def test_cuhk03_reader_rejects_bad_variant_and_missing_split(tmp_path):
-    with pytest.raises(DatasetError, match="variant 'both' is unknown"):
+    with pytest.raises(DatasetError, match="data.options.variant = 'both': expected one of "
+                                         "detected, labeled"):
         build_dataset("cuhk03", tmp_path, variant="both")
     with pytest.raises(DatasetError, match="missing CUHK03 split file"):
         build_dataset("cuhk03", tmp_path)
@@ -304,8 +306,11 @@ def test_cuhk01_real_protocol(cuhk01_root):
 @pytest.mark.parametrize(("files", "options", "message"), [
     (["0001001.png", "0001x.png"], {}, "0001x.png does not match the CUHK01 name"),
     (["0001001.png", "0001005.png"], {}, "image number 005 is outside 001-004"),
-    (["0001001.png", "0002003.png"], {"num_train_ids": 2}, "num_train_ids 2 must be"),
-    (["0001001.png", "0002003.png"], {"query_camera": "C"}, "query_camera 'C'"),
+    (["0001001.png", "0002003.png"], {"num_train_ids": 2},
+     r"data.options.num_train_ids = 2: expected an integer in 1..1 \(.*campus has 2 identities; "
+     "the others are the test identities\\)"),
+    (["0001001.png", "0002003.png"], {"query_camera": "C"},
+     r"data.options.query_camera = 'C': expected 'A' or 'B' \(the queries' camera\)"),
     (["0001001.png", "0002001.png"], {"num_train_ids": 1}, "gallery split is empty"),
 ])
 def test_cuhk01_rejects_bad_input(tmp_path, files, options, message):
@@ -361,9 +366,14 @@ def test_registry_names_and_errors(tmp_path):
                                   "folder", "synthetic"}
     with pytest.raises(DatasetError, match="unknown dataset 'market'; expected one of"):
         build_dataset("market", tmp_path)
-    with pytest.raises(DatasetError, match="no option 'variant'; it takes no options"):
+    with pytest.raises(DatasetError, match="data.options.variant: dataset 'msmt17' has no option "
+                       "'variant'; it takes no options; remove it from data.options"):
+        build_dataset("msmt17", tmp_path, variant="labeled")
+    with pytest.raises(DatasetError, match="data.options.variant: dataset 'market1501' has no "
+                       "option 'variant'; its options are train_ids, test_ids; remove it"):
         build_dataset("market1501", tmp_path, variant="labeled")
-    with pytest.raises(DatasetError, match="no option 'seeds'; its options are seed, "):
+    with pytest.raises(DatasetError, match="data.options.seeds: dataset 'cuhk01' has no option "
+                       "'seeds'; its options are seed, "):
         build_dataset("cuhk01", tmp_path, seeds=3)
 
 

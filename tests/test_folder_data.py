@@ -150,11 +150,13 @@ def test_identity_layout_errors_name_the_file_and_the_fix(tmp_path):
     ({"solo": 3}, {}, "holds 1 identity folder(s); layout 'identities' needs"),
     ({"a": 1, "b": 1, "c": 1, "d": 1}, {}, "the split has no query image; a query needs a test "
                                            "identity with two or more images"),
-    ({"a": 2, "b": 2}, {"test_fraction": 1.5}, "test_fraction = 1.5; expected a number between"),
-    ({"a": 2, "b": 2}, {"split_seed": "x"}, "split_seed = 'x'; expected an integer"),
+    ({"a": 2, "b": 2}, {"test_fraction": 1.5}, "data.options.test_fraction = 1.5: expected a "
+                                                 "number between 0 and 1"),
+    ({"a": 2, "b": 2}, {"split_seed": "x"}, "data.options.split_seed = 'x': expected an integer"),
     ({"a": 2, "b": 2}, {"pattern": r"(?P<pid>\d+)"},
-     "option pattern does not apply to layout 'identities'"),
-    ({"a": 2, "b": 2}, {"layout": "flat"}, "layout = 'flat'; expected one of auto, splits"),
+     "data.options.pattern does not apply to layout 'identities'"),
+    ({"a": 2, "b": 2}, {"layout": "flat"}, "data.options.layout = 'flat': expected one of auto, "
+                                              "splits, identities"),
 ])
 def test_unusable_identity_data_is_refused(tmp_path, counts, options, message):
     assert message in _error(_identities(tmp_path / "people", counts), **options)
@@ -199,7 +201,8 @@ def test_a_pattern_without_camera_gives_each_file_its_own_camera(tmp_path):
     assert all(gallery[name] == camid for name, camid in query.items())  # the identical image
     assert len(set(gallery.values())) == len(gallery)
     assert not set(gallery.values()) & {s.camid for s in data.train}
-    with pytest.raises(DatasetError, match="option split_seed does not apply to layout 'splits'"):
+    with pytest.raises(DatasetError, match="data.options.split_seed does not apply to layout "
+                                         "'splits'"):
         read_folder(root, r"(?P<pid>\d+)_", split_seed=1)
 
 

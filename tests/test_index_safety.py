@@ -6,6 +6,7 @@ killed write are removed at the next start of a training or an append."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -113,8 +114,9 @@ def test_bad_images_stop_the_index_or_are_skipped_and_listed(tmp_path, run, imag
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
     code, out, err = index(capsys, run, images, tmp_path / "idx", "--on-bad-image", "skip")
     assert code == 0 and "12 in total" in out and "1 unreadable images skipped" in out
-    assert len(err.splitlines()) == 1
-    assert err.startswith(f"progreid index: skipped: cannot decode image {bad}: ")
+    skipped, summary = err.splitlines()
+    assert skipped.startswith(f"progreid index: skipped: cannot decode image {bad}: ")
+    assert re.fullmatch(r"progreid index: 12 images indexed in \d+\.\d s", summary)
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert list(manifest["skipped"]) == [str(bad.resolve())] and manifest["count"] == 12
     bad.write_bytes(jpeg)  # fixed: the next append indexes it

@@ -261,7 +261,9 @@ def test_empty_folder(tmp_path, capsys, market):
 def test_missing_folder(tmp_path, capsys, market):
     shutil.rmtree(market / "bounding_box_test")
     code, err, out = _train(tmp_path, capsys, market)
-    assert code == 2 and f"missing folder {market / 'bounding_box_test'}" in err
+    assert code == 2 and (f"missing folder {market / 'bounding_box_test'} (gallery images of "
+                          "market1501); the dataset root must be the folder that holds "
+                          "bounding_box_test/ (data.root, e.g. --set data.root=DIR)") in err
     assert not out.exists()
 
 
@@ -307,10 +309,13 @@ def test_query_identity_absent_from_gallery(tmp_path, capsys, market):
 
 # ----------------------------------------------------------------- config errors
 @pytest.mark.parametrize(("override", "expected"), [
-    ("data.pp=3", "unknown key 'data.pp'"),
-    ("optim.lr=fast", "optim.lr = 'fast' has the wrong type; expected float"),
-    ("optim.lr=-0.001", "optim.lr = -0.001 is out of range; must be greater than 0.0"),
-    ("data.k=1", "data.k = 1: the metric loss 'batch_hard' needs at least 2 images per identity"),
+    ("data.pp=3", "error: --set data.pp=3: unknown key 'data.pp'"),
+    ("optim.lr=fast", "error: --set optim.lr=fast: optim.lr = 'fast' has the wrong type; "
+                      "expected float"),
+    ("optim.lr=-0.001", "error: --set optim.lr=-0.001: optim.lr = -0.001 is out of range; must "
+                        "be greater than 0.0"),
+    ("data.k=1", "error: --set data.k=1: data.k = 1: the metric loss 'batch_hard' needs at least "
+                 "2 images per identity"),
     ("data.p=5", "training split has only 4; lower data.p"),
     ("data.k=9", "data.p x data.k = 2 x 9 = 18 images per batch, but the training split of "
                  "market1501 has only 16 images; lower data.p or data.k"),
@@ -330,9 +335,19 @@ def test_k_above_every_identity_without_replacement(tmp_path, capsys, market):
 
 def test_unknown_key_in_the_recipe_file(tmp_path, capsys, market):
     recipe = config_file(tmp_path, market, tmp_path / "run", optim={"learning_rate": 0.1})
-    code, err = run_cli(capsys, "train", recipe)
-    assert code == 2 and f"{recipe}: unknown key 'optim.learning_rate'" in err
+    code, err = run_cli(capsys, "train", recipe, "--set", "optim.lr=0.1")
+    assert code == 2 and err.startswith(f"progreid train: error: {recipe}: unknown key "
+                                        "'optim.learning_rate'; valid keys here: optim.name,")
+    assert "--set" not in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_set_typo_is_blamed_on_the_set_item_not_the_recipe(tmp_path, capsys, market):
+    code, err, out = _train(tmp_path, capsys, market, "optim.lrr=0.1")
+    assert code == 2 and err.startswith("progreid train: error: --set optim.lrr=0.1: unknown key "
+                                        "'optim.lrr'; valid keys here: optim.name, optim.lr,")
+    assert "recipe.yaml" not in err and len(err.splitlines()) == 1
+    assert not out.exists()
 
 
 def test_quadruplet_needs_three_identities_per_batch():

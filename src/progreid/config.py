@@ -10,6 +10,8 @@ from, before any image is read or any file written.
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -203,7 +205,9 @@ class Config(Section):
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML recipe (or the defaults), apply ``key=value`` overrides, validate, return."""
+    """Read a YAML recipe (or the defaults), apply ``key=value`` overrides, validate, return.
+
+    An error names the ``--set`` item that set the key at fault, else the file."""
     source = str(path) if path is not None else "<defaults>"
     raw: dict[str, Any] = {}
     if path is not None:
@@ -216,31 +220,66 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    for item in overrides or []:
+    overrides = overrides or []
+    for item in overrides:
         _apply_override(raw, item)
-    method = (raw.get("train") or {}).get("method", "standard")
-    for section, budget in METHOD_SECTIONS.items():
-        if raw.get(section) is not None and method != section:
-            raise ConfigError(f"{source}: section {section!r} applies to train.method = "
-                              f"{section!r} only, but train.method = {method!r}; remove the "
-                              f"section (--set {section}=null) or change the method")
-        if method == section and "epochs" in (raw.get("train") or {}):
-            raise ConfigError(f"{source}: train.epochs is not used by train.method = "
-                              f"{section!r}, whose budget is {budget}; remove it")
-    cfg = config_from_dict({k: v for k, v in raw.items()
-                            if v is not None or k not in METHOD_SECTIONS}, source)
-    check_consistency(cfg, source)
+    with blamed(source, overrides):
+        _check_method_sections(raw)
+        cfg = _from_dict({k: v for k, v in raw.items()
+                          if v is not None or k not in METHOD_SECTIONS})
+        _check_consistency(cfg)
     return cfg
 
 
+def _check_method_sections(raw: dict[str, Any]) -> None:
+    """A method's section only with that method, and ``train.epochs`` only without one."""
+    method = (raw.get("train") or {}).get("method", "standard")
+    for section, budget in METHOD_SECTIONS.items():
+        if raw.get(section) is not None and method != section:
+            raise ConfigError(f"section {section!r} applies to train.method = {section!r} only, "
+                              f"but train.method = {method!r}; remove the section (--set "
+                              f"{section}=null) or change the method", (section, "train.method"))
+        if method == section and "epochs" in (raw.get("train") or {}):
+            raise ConfigError(f"train.epochs is not used by train.method = {section!r}, whose "
+                              f"budget is {budget}; remove it", ("train.epochs", "train.method"))
+
+
 def override_config(cfg: Config, overrides: list[str], source: str = "<config>") -> Config:
-    """A validated copy of ``cfg`` with ``key=value`` overrides applied."""
+    """A validated copy of ``cfg`` with ``key=value`` overrides applied; an error names the
+    ``--set`` item that set the key at fault, else ``source``."""
     raw = config_to_dict(cfg)
     for item in overrides:
         _apply_override(raw, item)
-    updated = config_from_dict(raw, source)
-    check_consistency(updated, source)
+    with blamed(source, overrides):
+        updated = _from_dict(raw)
+        _check_consistency(updated)
     return updated
+
+
+def _override_key(item: str) -> str:
+    return item.split("=", 1)[0].strip()
+
+
+def _related(key: str, other: str) -> bool:
+    """Whether two dotted keys are the same or one holds the other (``loss.metric_params``)."""
+    return key == other or key.startswith(other + ".") or other.startswith(key + ".")
+
+
+def culprit(keys: Sequence[str], source: str, overrides: Sequence[str] = ()) -> str:
+    """What set ``keys``: the ``--set`` items (the last one of each key) that did, else
+    ``source`` (the recipe file)."""
+    last = {_override_key(item): item for item in overrides}
+    named = [item for key, item in last.items() if any(_related(key, k) for k in keys)]
+    return ", ".join(f"--set {item}" for item in named) or source
+
+
+@contextmanager
+def blamed(source: str, overrides: Sequence[str] = ()) -> Iterator[None]:
+    """Prefix a :class:`ConfigError` raised inside with its :func:`culprit`."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(f"{culprit(exc.keys, source, overrides)}: {exc}", exc.keys) from None
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -264,11 +303,16 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
-    """Build a validated :class:`Config` from nested dicts."""
+    """Build a validated :class:`Config` from nested dicts; errors name ``source``."""
+    with blamed(source):
+        return _from_dict(raw)
+
+
+def _from_dict(raw: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise _config_error(exc.errors()[0], raw, source) from None
+        raise _config_error(exc.errors()[0], raw) from None
 
 
 #: What a type error's value should have been, by pydantic error type.
@@ -276,17 +320,18 @@ _EXPECTED = {"int": "int", "bool": "bool", "float": "float", "value": "float",
              "string": "str", "dict": "a mapping", "list": "a list"}
 
 
-def _config_error(error: Any, raw: dict[str, Any], source: str) -> ConfigError:
+def _config_error(error: Any, raw: dict[str, Any]) -> ConfigError:
     """One pydantic error as the message of the hand-written checks it replaced."""
     loc = [str(part) for part in error["loc"]]
     if error["type"] == "extra_forbidden":
         prefix = "".join(part + "." for part in loc[:-1])
         model = Config if len(loc) == 1 else Config.model_fields[loc[0]].annotation
-        return ConfigError(f"{source}: unknown key {prefix + loc[-1]!r}; valid keys here: "
-                           f"{', '.join(prefix + name for name in model.model_fields)}")
+        return ConfigError(f"unknown key {prefix + loc[-1]!r}; valid keys here: "
+                           f"{', '.join(prefix + name for name in model.model_fields)}",
+                           (prefix + loc[-1],))
     if error["type"] == "model_type":
-        return ConfigError(f"{source}: {loc[0]} must be a mapping, got "
-                           f"{type(error['input']).__name__}")
+        return ConfigError(f"{loc[0]} must be a mapping, got {type(error['input']).__name__}",
+                           (loc[0],))
     key = ".".join(loc[:2])
     value = raw[loc[0]][loc[1]]
     hint = typing.get_type_hints(Config.model_fields[loc[0]].annotation)[loc[1]]
@@ -294,12 +339,12 @@ def _config_error(error: Any, raw: dict[str, Any], source: str) -> ConfigError:
     if error["type"] == "literal_error":
         choices = [a for a in typing.get_args(hint) if a is not type(None)]
         choices = typing.get_args(choices[0]) if len(choices) == 1 else choices
-        return ConfigError(f"{source}: {key} = {value!r} is not allowed; choose one of "
-                           f"{', '.join(repr(a) for a in choices)}")
+        return ConfigError(f"{key} = {value!r} is not allowed; choose one of "
+                           f"{', '.join(repr(a) for a in choices)}", (key,))
     for bound, relation in (("ge", "at least"), ("gt", "greater than"), ("le", "at most")):
         if bound in ctx:
-            return ConfigError(f"{source}: {key} = {value!r} is out of range; must be "
-                               f"{relation} {ctx[bound]}")
+            return ConfigError(f"{key} = {value!r} is out of range; must be {relation} "
+                               f"{ctx[bound]}", (key,))
     literals = [repr(a) for arg in typing.get_args(hint) if typing.get_origin(arg) is Literal
                 for a in typing.get_args(arg)]
     if typing.get_origin(hint) is tuple:
@@ -309,7 +354,7 @@ def _config_error(error: Any, raw: dict[str, Any], source: str) -> ConfigError:
                                 *literals])
     else:
         expected = _EXPECTED.get(error["type"].split("_")[0], str(hint))
-    return ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {expected}")
+    return ConfigError(f"{key} = {value!r} has the wrong type; expected {expected}", (key,))
 
 
 #: The sections that configure one training method, with the method's epoch budget.
@@ -319,74 +364,83 @@ METHOD_METRICS = {"pla": "generalized_batch_hard", "trc": "top_rank_counter"}
 
 
 def check_consistency(cfg: Config, source: str = "<config>") -> None:
-    """Cross-field checks that a single field's bounds cannot express."""
-    _check_loss(cfg, source)
-    low, high = cfg.pla.lambda_range
-    if low > high:
-        raise ConfigError(f"{source}: pla.lambda_range = {list(cfg.pla.lambda_range)}: "
-                          "lower bound above upper bound")
-    low, high = cfg.pla.margin_range
-    if low > high:
-        raise ConfigError(f"{source}: pla.margin_range = {list(cfg.pla.margin_range)}: "
-                          "lower bound above upper bound")
+    """Cross-field checks that a single field's bounds cannot express; errors name ``source``."""
+    with blamed(source):
+        _check_consistency(cfg)
+
+
+def _check_consistency(cfg: Config) -> None:
+    _check_loss(cfg)
+    for name in ("lambda_range", "margin_range"):
+        low, high = getattr(cfg.pla, name)
+        if low > high:
+            raise ConfigError(f"pla.{name} = {[low, high]}: lower bound above upper bound",
+                              (f"pla.{name}",))
     if cfg.schedule.name == "exponential" and cfg.schedule.e1 <= cfg.schedule.e0:
-        raise ConfigError(f"{source}: schedule.e1 = {cfg.schedule.e1} must be greater than "
-                          f"schedule.e0 = {cfg.schedule.e0}")
+        raise ConfigError(f"schedule.e1 = {cfg.schedule.e1} must be greater than schedule.e0 = "
+                          f"{cfg.schedule.e0}", ("schedule.e1", "schedule.e0", "schedule.name"))
     if sorted(cfg.schedule.milestones) != cfg.schedule.milestones:
-        raise ConfigError(f"{source}: schedule.milestones = {cfg.schedule.milestones} must be "
-                          "increasing")
+        raise ConfigError(f"schedule.milestones = {cfg.schedule.milestones} must be increasing",
+                          ("schedule.milestones",))
     for beta in cfg.optim.betas:
         if not 0.0 <= beta < 1.0:
-            raise ConfigError(f"{source}: optim.betas = {list(cfg.optim.betas)}: each beta must "
-                              "be in [0, 1)")
+            raise ConfigError(f"optim.betas = {list(cfg.optim.betas)}: each beta must be in "
+                              "[0, 1)", ("optim.betas",))
     if cfg.loss.metric is not None:
-        _check_metric_batch(cfg, source)
-    _check_model(cfg, source)
+        _check_metric_batch(cfg)
+    _check_model(cfg)
     if cfg.eval.protocol == "single_shot" and cfg.eval.rerank:
-        raise ConfigError(f"{source}: eval.rerank is not defined for eval.protocol = "
-                          "'single_shot' (its gallery changes at every repeat); set one of them")
+        raise ConfigError("eval.rerank is not defined for eval.protocol = 'single_shot' (its "
+                          "gallery changes at every repeat); set one of them",
+                          ("eval.rerank", "eval.protocol"))
     if cfg.train.method == "pla" and (cfg.pla.k_max or 0) > cfg.data.k:
-        raise ConfigError(f"{source}: pla.k_max = {cfg.pla.k_max} exceeds data.k = {cfg.data.k}: "
-                          f"an anchor has at most {cfg.data.k - 1} positives in a batch")
+        raise ConfigError(f"pla.k_max = {cfg.pla.k_max} exceeds data.k = {cfg.data.k}: an "
+                          f"anchor has at most {cfg.data.k - 1} positives in a batch",
+                          ("pla.k_max", "data.k"))
     if cfg.train.method == "trc" and cfg.trc.vanilla_epochs + cfg.trc.full_epochs == 0:
-        raise ConfigError(f"{source}: trc.vanilla_epochs and trc.full_epochs are both 0: "
-                          "nothing to train")
+        raise ConfigError("trc.vanilla_epochs and trc.full_epochs are both 0: nothing to train",
+                          ("trc.vanilla_epochs", "trc.full_epochs"))
 
 
-def _check_loss(cfg: Config, source: str) -> None:
+def _check_loss(cfg: Config) -> None:
     """The metric loss exists, takes its parameters and values, and suits the method."""
     loss, method = cfg.loss, cfg.train.method
     needed = METHOD_METRICS.get(method)
     if needed is not None and loss.metric != needed:
-        raise ConfigError(f"{source}: train.method = {method!r} needs loss.metric = "
-                          f"{needed!r}, got {loss.metric!r}")
+        raise ConfigError(f"train.method = {method!r} needs loss.metric = {needed!r}, got "
+                          f"{loss.metric!r}", ("train.method", "loss.metric"))
     if loss.metric is None:
         return
     accepted = metric_params(loss.metric)
     for name in loss.metric_params:
         if name not in accepted:
-            raise ConfigError(f"{source}: unknown key 'loss.metric_params.{name}' of metric loss "
+            raise ConfigError(f"unknown key 'loss.metric_params.{name}' of metric loss "
                               f"{loss.metric!r}; valid keys here: "
-                              f"{', '.join('loss.metric_params.' + a for a in accepted)}")
+                              f"{', '.join('loss.metric_params.' + a for a in accepted)}",
+                              (f"loss.metric_params.{name}", "loss.metric"))
     try:
         metric_term(loss.metric, loss.metric_params)
     except ValueError as exc:
-        raise ConfigError(f"{source}: loss.metric_params of {loss.metric!r}: {exc}") from exc
+        raise ConfigError(f"loss.metric_params of {loss.metric!r}: {exc}",
+                          ("loss.metric_params", "loss.metric")) from exc
 
 
-def _check_model(cfg: Config, source: str) -> None:
+#: The settings :func:`check_model` checks together.
+_MODEL_KEYS = ("name", "backbone", "width", "last_stride", "pooling", "embedding_dim")
+
+
+def _check_model(cfg: Config) -> None:
     """What the model builder would refuse only after the data scan (its own checks)."""
     model = cfg.model
     try:
-        check_model(1, model.name, model.backbone, model.width, model.last_stride,
-                    model.pooling, model.embedding_dim)
+        check_model(1, *(getattr(model, key) for key in _MODEL_KEYS))
     except ValueError as exc:
-        raise ConfigError(f"{source}: model.name = {model.name!r}, model.backbone = "
-                          f"{model.backbone!r}: {exc}") from exc
+        raise ConfigError(f"model.name = {model.name!r}, model.backbone = {model.backbone!r}: "
+                          f"{exc}", tuple(f"model.{key}" for key in _MODEL_KEYS)) from exc
     if model.pretrained == "imagenet" and model.width != 1.0:
-        raise ConfigError(f"{source}: model.width = {model.width}: pretrained 'imagenet' needs "
-                          "width 1.0 (the ImageNet weights have full width); set model.width=1.0 "
-                          "or model.pretrained=null")
+        raise ConfigError(f"model.width = {model.width}: pretrained 'imagenet' needs width 1.0 "
+                          "(the ImageNet weights have full width); set model.width=1.0 or "
+                          "model.pretrained=null", ("model.width", "model.pretrained"))
 
 
 #: Identities a batch needs for a metric loss to have any term: positives and negatives, and for
@@ -394,18 +448,18 @@ def _check_model(cfg: Config, source: str) -> None:
 _METRIC_MIN_P = {"quadruplet": 3}
 
 
-def _check_metric_batch(cfg: Config, source: str) -> None:
+def _check_metric_batch(cfg: Config) -> None:
     """A PK batch in which the metric loss has no positive or no negative trains nothing."""
     min_p = _METRIC_MIN_P.get(cfg.loss.metric, 2)
     fix = "or set loss.metric: null to train with cross-entropy only"
     if cfg.data.k < 2:
-        raise ConfigError(f"{source}: data.k = {cfg.data.k}: the metric loss "
-                          f"{cfg.loss.metric!r} needs at least 2 images per identity in a batch "
-                          f"(positive pairs); set data.k >= 2 {fix}")
+        raise ConfigError(f"data.k = {cfg.data.k}: the metric loss {cfg.loss.metric!r} needs at "
+                          "least 2 images per identity in a batch (positive pairs); set data.k "
+                          f">= 2 {fix}", ("data.k", "loss.metric"))
     if cfg.data.p < min_p:
-        raise ConfigError(f"{source}: data.p = {cfg.data.p}: the metric loss "
-                          f"{cfg.loss.metric!r} needs at least {min_p} identities in a batch; "
-                          f"set data.p >= {min_p} {fix}")
+        raise ConfigError(f"data.p = {cfg.data.p}: the metric loss {cfg.loss.metric!r} needs at "
+                          f"least {min_p} identities in a batch; set data.p >= {min_p} {fix}",
+                          ("data.p", "loss.metric"))
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

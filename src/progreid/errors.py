@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 
 #: The file-system errors of a write, each with its fix.
 WRITE_FIXES = {
@@ -25,7 +26,14 @@ class ProgreidError(Exception):
 
 
 class ConfigError(ProgreidError, ValueError):
-    """A configuration key or value is wrong; the message names it and says what is expected."""
+    """A configuration key or value is wrong; the message names it and says what is expected.
+
+    ``keys``: the configuration keys the error is about (``optim.lr``), so that a caller can
+    name the ``--set`` item that set one of them rather than the recipe file."""
+
+    def __init__(self, message: str, keys: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.keys = tuple(keys)
 
 
 class DatasetError(ProgreidError, ValueError):

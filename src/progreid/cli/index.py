@@ -1,13 +1,17 @@
-"""`progreid index RUN_DIR IMAGES_DIR --out INDEX_DIR [--append] [--on-bad-image skip]`: a
-:class:`progreid.Gallery` built from (or grown by) a folder of images."""
+"""`progreid index RUN_DIR IMAGES_DIR --out INDEX_DIR [--append] [--on-bad-image skip]
+[--name DATASET]`: a :class:`progreid.Gallery` built from (or grown by) a folder of images, with
+identities and cameras read from file names in the layout of dataset ``--name``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from progreid.data.registry import DATASET_NAMES
 
 if TYPE_CHECKING:
     from progreid.search.gallery import Gallery
@@ -29,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--on-bad-image", default="error", choices=["error", "skip"],
                         help="an image that does not decode stops the command (error), or is "
                              "left out and listed on stderr and in the manifest (skip)")
+    parser.add_argument("--name", choices=DATASET_NAMES, metavar="DATASET",
+                        help="read identities and cameras from file names in this dataset's "
+                             f"layout: {', '.join(DATASET_NAMES)} (default: market1501; with "
+                             "--append: the index's)")
     parser.set_defaults(func=run)
 
 
@@ -38,7 +46,7 @@ def add_images(gallery: Gallery, files: Sequence[Path], args: argparse.Namespace
     from progreid.search.gallery import item_names
 
     try:
-        added = gallery.add_files(files, args.batch_size, args.on_bad_image)
+        added = gallery.add_files(files, args.batch_size, args.on_bad_image, show_progress=True)
     except DatasetError as exc:  # a file that does not decode (--on-bad-image error)
         raise DatasetError(f"{exc}; fix or delete it, or pass --on-bad-image skip to index "
                            "the other images") from exc
@@ -52,27 +60,40 @@ def add_images(gallery: Gallery, files: Sequence[Path], args: argparse.Namespace
 
 
 def run(args: argparse.Namespace) -> int:
+    from progreid.config import ConfigError
     from progreid.deploy.api import load
     from progreid.search.gallery import Gallery
-    from progreid.search.index import SHARD_DIR, check_new_root, folder_images
+    from progreid.search.index import DEFAULT_NAMING, SHARD_DIR, check_new_root, folder_images
+    from progreid.utils.device import resolve_device
     from progreid.utils.io import remove_stale_temporaries
 
+    resolve_device(args.device)  # a missing CUDA is named as --device, not load()'s device=
+    start = time.perf_counter()
     if args.append:
         gallery = Gallery.load(args.out, device=args.device)
+        if args.name not in (None, gallery.index.naming):
+            raise ConfigError(f"--name {args.name}: the index {args.out} reads identities from "
+                              f"{gallery.index.naming} file names; leave --name out to append "
+                              "with them, or build a new index with --out")
         remove_stale_temporaries(args.out, Path(args.out) / SHARD_DIR)  # of a killed append
         added = add_images(gallery, gallery.new_files(args.images), args)
         gallery.save()
     else:
         check_new_root(args.out)
         images = folder_images(args.images)
-        gallery = Gallery.create(load(args.run, args.device), args.ann, args.ann_threshold)
+        gallery = Gallery.create(load(args.run, args.device), args.ann, args.ann_threshold,
+                                 args.name or DEFAULT_NAMING)
         added = add_images(gallery, images, args)
         gallery.save(args.out)
     index = gallery.index
     known = sum(item.pid >= 0 for item in index.items)
     print(f"{args.out}: {added} images added, {len(index)} in total ({known} with identity "
-          f"and camera from their names), {index.dim}-d {index.metric} embeddings, "
-          f"search: {'FAISS ' + str(index.ann) if index.ann else 'exact'}"
+          f"and camera from their {index.naming} names), {index.dim}-d {index.metric} "
+          f"embeddings, search: {'FAISS ' + str(index.ann) if index.ann else 'exact'}"
           + (f"; {len(index.skipped)} unreadable images skipped (listed in the manifest)"
              if index.skipped else ""))
+    hint = (f"; no file name gave an identity as {index.naming} names it: pass --name DATASET "
+            "to read another dataset's names" if not known and args.name is None else "")
+    print(f"progreid index: {added} images indexed in {time.perf_counter() - start:.1f} s{hint}",
+          file=sys.stderr)
     return 0

@@ -30,9 +30,11 @@ def run(args: argparse.Namespace) -> int:
     from progreid.deploy.api import load
     from progreid.search.gallery import Gallery
     from progreid.search.picture import draw_ranked_lists
+    from progreid.utils.device import resolve_device
 
     if args.top < 1:
         raise ConfigError(f"--top {args.top}: must be at least 1")
+    resolve_device(args.device)  # a missing CUDA is named as --device, not load()'s device=
     model = load(args.model, args.device) if args.model else None
     gallery = Gallery.load(args.index, model, args.device)
     results = gallery.search(args.queries, args.top, rerank=args.rerank, exact=args.exact)

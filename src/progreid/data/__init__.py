@@ -5,8 +5,9 @@ from progreid.data.registry import (
     build_dataset,
     build_run_dataset,
     datasets_table,
+    detect_dataset,
 )
 from progreid.data.sample import DatasetError, ReIDDataset, Sample, relabel
 
 __all__ = ["DATASET_NAMES", "DatasetError", "ReIDDataset", "Sample", "build_dataset",
-           "build_run_dataset", "datasets_table", "relabel"]
+           "build_run_dataset", "datasets_table", "detect_dataset", "relabel"]

@@ -16,29 +16,42 @@ from progreid.data.sample import (
     check_query_in_gallery,
     check_split,
     list_images,
+    option_error,
     relabel,
-    require_dir,
+    require_data_dir,
 )
 
 CUHK01_NAME = re.compile(r"^(?P<pid>\d{4})(?P<image>\d{3})\.png$", re.IGNORECASE)
 CAMERAS = {"A": 0, "B": 1}
 
 
+def _camera_of(image: int) -> int | None:
+    """Camera A (0) for images 1-2, camera B (1) for images 3-4, None for another number."""
+    return None if not 1 <= image <= 4 else CAMERAS["A"] if image <= 2 else CAMERAS["B"]
+
+
 def _camera(image: int, path: Path) -> int:
-    """Camera A (0) for images 1-2, camera B (1) for images 3-4."""
-    if not 1 <= image <= 4:
+    camera = _camera_of(image)
+    if camera is None:
         raise DatasetError(f"image {path}: image number {image:03d} is outside 001-004")
-    return CAMERAS["A"] if image <= 2 else CAMERAS["B"]
+    return camera
+
+
+def parse_cuhk01_name(name: str) -> tuple[int, int] | None:
+    """(identity, 0-based camera) of a CUHK01 file name ``NNNNMMM.png``; None for another."""
+    match = CUHK01_NAME.match(name)
+    camera = None if match is None else _camera_of(int(match["image"]))
+    return None if camera is None else (int(match["pid"]), camera)
 
 
 def read_cuhk01(root: str | Path, seed: int = 0, num_train_ids: int = 485,
                 query_camera: str = "A") -> ReIDDataset:
     """Read CUHK01 with a split of the identities drawn by ``seed``."""
     if query_camera not in CAMERAS:
-        raise DatasetError(f"CUHK01 query_camera {query_camera!r} is unknown; expected 'A' or 'B'")
+        raise option_error("query_camera", query_camera, "'A' or 'B' (the queries' camera)")
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise DatasetError(f"CUHK01 seed {seed!r} is not an integer")
-    folder = require_dir(Path(root) / "campus", "CUHK01 images NNNNMMM.png")
+        raise option_error("seed", seed, "an integer")
+    folder = require_data_dir(Path(root), "campus", "CUHK01 images NNNNMMM.png")
     samples = []
     for path in list_images(folder):
         match = CUHK01_NAME.match(path.name)
@@ -49,8 +62,9 @@ def read_cuhk01(root: str | Path, seed: int = 0, num_train_ids: int = 485,
     pids = sorted({s.pid for s in samples})
     if isinstance(num_train_ids, bool) or not isinstance(num_train_ids, int) \
             or not 1 <= num_train_ids < len(pids):
-        raise DatasetError(f"CUHK01 num_train_ids {num_train_ids!r} must be an integer in "
-                           f"1..{len(pids) - 1} ({folder} has {len(pids)} identities)")
+        raise option_error("num_train_ids", num_train_ids,
+                           f"an integer in 1..{len(pids) - 1} ({folder} has {len(pids)} "
+                           "identities; the others are the test identities)")
     order = np.random.default_rng(seed).permutation(len(pids))
     train_pids = {pids[i] for i in order[:num_train_ids]}
     query_cam = CAMERAS[query_camera]

@@ -11,6 +11,7 @@ within the pair) made 0-based; identities are their ``labels``.
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -26,14 +27,27 @@ from progreid.data.sample import (
     check_images_exist,
     check_query_in_gallery,
     check_split,
+    option_error,
     relabel,
+    require_data_dir,
     require_dir,
 )
 from progreid.utils.io import atomic_path
 from progreid.utils.progress import progress
 
 VARIANTS = ("detected", "labeled")
+#: The image names :func:`prepare_cuhk03` writes: camera pair, person, camera (1-2), image.
+CUHK03_NAME = re.compile(r"^(?P<pair>\d+)_(?P<person>\d{3})_(?P<camid>[12])_(?P<image>\d{2})\.png$")
 SPLIT_FIELDS = ("filelist", "labels", "camId", "train_idx", "query_idx", "gallery_idx")
+
+
+def parse_cuhk03_name(name: str) -> tuple[int, int] | None:
+    """(identity, 0-based camera) of a CUHK03 image name ``1_001_1_01.png``; None for another.
+    The identity is pair x 1000 + person (the split files' labels are not in the names)."""
+    match = CUHK03_NAME.match(name)
+    if match is None:
+        return None
+    return int(match["pair"]) * 1000 + int(match["person"]), int(match["camid"]) - 1
 
 
 def _require(module: str) -> ModuleType:
@@ -68,13 +82,12 @@ def read_cuhk03(root: str | Path, variant: str = "detected",
                 split_dir: str | Path | None = None) -> ReIDDataset:
     """Read CUHK03 ``variant`` with the 767/700 protocol; indices in the file are 1-based."""
     if variant not in VARIANTS:
-        raise DatasetError(f"CUHK03 variant {variant!r} is unknown; expected one of "
-                           f"{', '.join(VARIANTS)}")
+        raise option_error("variant", variant, f"one of {', '.join(VARIANTS)}")
     root = require_dir(Path(root), "CUHK03 dataset folder")
     path = split_file(Path(split_dir) if split_dir is not None else root, variant)
     mat = load_split(path)
-    images = require_dir(root / f"images_{variant}",
-                         f"CUHK03 {variant} images; create it with `progreid prepare cuhk03`")
+    images = require_data_dir(root, f"images_{variant}", f"CUHK03 {variant} images; create "
+                              "it with `progreid prepare cuhk03`")
     names = [str(np.asarray(cell).ravel()[0]) for cell in mat["filelist"].ravel()]
     labels = mat["labels"].ravel().astype(np.int64)
     cams = mat["camId"].ravel().astype(np.int64)

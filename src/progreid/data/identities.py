@@ -44,6 +44,7 @@ from progreid.data.sample import (
     Sample,
     check_images_exist,
     check_query_in_gallery,
+    option_error,
     relabel,
 )
 from progreid.utils.io import atomic_write_json
@@ -178,11 +179,11 @@ def read_identity_folders(root: Path, split_seed: int | None = None,
     seed = 0 if split_seed is None else split_seed
     fraction = 0.5 if test_fraction is None else test_fraction
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise DatasetError(f"folder option split_seed = {seed!r}; expected an integer")
+        raise option_error("split_seed", seed, "an integer")
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) \
             or not 0 < fraction < 1:
-        raise DatasetError(f"folder option test_fraction = {fraction!r}; expected a number "
-                           "between 0 and 1 (the share of identities held out for testing)")
+        raise option_error("test_fraction", fraction, "a number between 0 and 1 (the share of "
+                           "identities held out for testing)")
     split = draw_split(scan_identities(root), seed, float(fraction))
     return dataset_from_split(root, split, root)
 

@@ -18,7 +18,9 @@ from progreid.data.sample import (
     Sample,
     check_query_in_gallery,
     check_split,
+    option_error,
     relabel,
+    require_data_dir,
     require_dir,
 )
 
@@ -30,6 +32,12 @@ FOLDERS = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query
 MULTI_QUERY_FOLDER = "gt_bbox"
 #: Identity 0: the gallery's distractors (kept as negatives; never a query).
 DISTRACTOR_PID = 0
+
+
+def parse_market_name(name: str) -> tuple[int, int] | None:
+    """(identity, 0-based camera) of a Market-layout file name; None for another name."""
+    match = MARKET_NAME.match(name)
+    return None if match is None else (int(match["pid"]), int(match["camid"]) - 1)
 
 
 def _read_split(folder: Path) -> list[Sample]:
@@ -51,8 +59,8 @@ def _first_identities(samples: list[Sample], count: int | None, option: str,
     if count is None:
         return set(pids)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(pids):
-        raise DatasetError(f"data.options.{option} = {count!r}: expected an integer in "
-                           f"1..{len(pids)} ({name} has {len(pids)}); remove it to use them all")
+        raise option_error(option, count, f"an integer in 1..{len(pids)} ({name} has "
+                                          f"{len(pids)}); remove it to use them all")
     return set(pids[:count])
 
 
@@ -67,7 +75,7 @@ def read_market(root: str | Path, name: str = "market1501", train_ids: int | Non
     root = require_dir(Path(root), f"{name} dataset folder")
     splits = {}
     for split, folder_name in FOLDERS.items():
-        folder = require_dir(root / folder_name, f"{split} images of {name}")
+        folder = require_data_dir(root, folder_name, f"{split} images of {name}")
         splits[split] = _read_split(folder)
         check_split(split, splits[split], folder)
     check_query_in_gallery(splits["query"], splits["gallery"], root)

@@ -18,10 +18,20 @@ from progreid.data.sample import (
     check_split,
     relabel,
     require_dir,
+    root_fix,
 )
 
-MSMT17_NAME = re.compile(r"^\d+_\d+_(?P<camid>\d+)_")
+MSMT17_NAME = re.compile(r"^(?P<pid>\d+)_\d+_(?P<camid>\d+)_")
 IMAGE_FOLDERS = (("train", "test"), ("mask_train_v2", "mask_test_v2"))
+
+
+def parse_msmt17_name(name: str) -> tuple[int, int] | None:
+    """(identity, 0-based camera) of an MSMT17 file name ``PPPP_NNN_CC_...``; None for another
+    (the list files hold the identities; the names carry them too)."""
+    match = MSMT17_NAME.match(name)
+    if match is None or int(match["camid"]) < 1:
+        return None
+    return int(match["pid"]), int(match["camid"]) - 1
 
 
 def read_list(list_path: Path, images: Path) -> list[Sample]:
@@ -50,7 +60,7 @@ def read_msmt17(root: str | Path) -> ReIDDataset:
     found = [pair for pair in IMAGE_FOLDERS if (root / pair[0]).is_dir()]
     if not found:
         raise DatasetError(f"missing folder {root / 'train'} (MSMT17 training images; or "
-                           f"{root / 'mask_train_v2'} for MSMT17_V2)")
+                           f"{root / 'mask_train_v2'} for MSMT17_V2); {root_fix(root, 'train')}")
     train_dir, test_dir = (root / name for name in found[0])
     require_dir(test_dir, "MSMT17 test images")
     splits = {

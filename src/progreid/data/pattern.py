@@ -27,6 +27,7 @@ from progreid.data.sample import (
     check_query_in_gallery,
     check_split,
     list_images,
+    option_error,
     relabel,
     require_dir,
 )
@@ -41,16 +42,24 @@ LAYOUTS = ("auto", "splits", "identities")
 NO_CAMERA = -1
 
 
+def parse_folder_name(name: str) -> tuple[int, int] | None:
+    """(identity, camera number as written) of a name matching :data:`DEFAULT_PATTERN`; None
+    for another."""
+    match = re.search(DEFAULT_PATTERN, name)
+    return None if match is None else (int(match["pid"]), int(match["camid"]))
+
+
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """Compile ``pattern``; it must be a valid regex with the named group ``pid`` (and may have
     ``camid``)."""
     try:
         regex = re.compile(pattern)
     except (re.error, TypeError) as exc:
-        raise DatasetError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from exc
+        raise option_error("pattern", pattern, f"a valid regular expression ({exc})") from exc
     if "pid" not in regex.groupindex:
-        raise DatasetError(f"pattern {pattern!r} lacks the named group pid; it needs "
-                           "(?P<pid>...) and, for data with cameras, (?P<camid>...)")
+        raise option_error("pattern", pattern, "a regular expression with the named group pid: "
+                           "(?P<pid>...) and, for data with cameras, (?P<camid>...); it lacks "
+                           "the named group pid")
     return regex
 
 
@@ -117,8 +126,7 @@ def _layout(root: Path, layout: str) -> str:
     """``layout`` with ``auto`` resolved; some but not all split folders (``auto``), or any
     beside layout ``identities``, are an error (a mixed layout)."""
     if layout not in LAYOUTS:
-        raise DatasetError(f"folder option layout = {layout!r}; expected one of "
-                           f"{', '.join(LAYOUTS)}")
+        raise option_error("layout", layout, f"one of {', '.join(LAYOUTS)}")
     present = [name for name in SPLIT_FOLDERS if (root / name).is_dir()]
     missing = [name for name in SPLIT_FOLDERS if name not in present]
     if layout == "auto" and present and missing:
@@ -146,7 +154,7 @@ def read_folder(root: str | Path, pattern: str | None = None, layout: str = "aut
         "split_seed": split_seed, "test_fraction": test_fraction, "split_file": split_file}
     given = [name for name, value in options.items() if value is not None]
     if given:
-        raise DatasetError(f"folder option {given[0]} does not apply to layout {layout!r} of "
+        raise DatasetError(f"data.options.{given[0]} does not apply to layout {layout!r} of "
                            f"{root}; remove it from data.options")
     if layout == "identities":
         return read_identity_folders(root, split_seed, test_fraction, split_file)

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from progreid.data.cuhk01 import read_cuhk01
-from progreid.data.cuhk03 import read_cuhk03
+from progreid.data.cuhk01 import parse_cuhk01_name, read_cuhk01
+from progreid.data.cuhk03 import parse_cuhk03_name, read_cuhk03
 from progreid.data.identities import SPLIT_NAME
-from progreid.data.market import read_market
-from progreid.data.msmt17 import read_msmt17
-from progreid.data.pattern import read_folder
-from progreid.data.sample import DatasetError, ReIDDataset
+from progreid.data.market import parse_market_name, read_market
+from progreid.data.msmt17 import parse_msmt17_name, read_msmt17
+from progreid.data.pattern import parse_folder_name, read_folder
+from progreid.data.sample import DatasetError, MisplacedRootError, ReIDDataset, require_dir
 
 Reader = Callable[..., ReIDDataset]
 
@@ -36,6 +36,18 @@ READERS: dict[str, Reader] = {
     "synthetic": _market_layout("synthetic"),
 }
 DATASET_NAMES = tuple(READERS)
+#: (identity, camera) from one file name in each dataset's layout, None for a name that is not
+#: of that layout: how ``progreid index --name`` labels the images of a gallery.
+NameParser = Callable[[str], tuple[int, int] | None]
+NAME_PARSERS: dict[str, NameParser] = {
+    "market1501": parse_market_name,
+    "dukemtmc": parse_market_name,
+    "cuhk03": parse_cuhk03_name,
+    "cuhk01": parse_cuhk01_name,
+    "msmt17": parse_msmt17_name,
+    "folder": parse_folder_name,
+    "synthetic": parse_market_name,
+}
 
 
 def reader_options(name: str) -> dict[str, Any]:
@@ -52,9 +64,35 @@ def build_dataset(name: str, root: str | Path, **options: Any) -> ReIDDataset:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         takes = (f"its options are {', '.join(allowed)}" if allowed else "it takes no options")
-        raise DatasetError(f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; "
-                           f"{takes}")
+        raise DatasetError(f"{', '.join('data.options.' + key for key in unknown)}: dataset "
+                           f"{name!r} has no option {', '.join(map(repr, unknown))}; {takes}; "
+                           "remove it from data.options")
     return READERS[name](root, **options)
+
+
+#: The layouts :func:`detect_dataset` tries, in order: dukemtmc and synthetic share market1501's
+#: and folder reads almost any folder of images, so it comes last.
+DETECTED = ("market1501", "cuhk03", "cuhk01", "msmt17", "folder")
+
+
+def detect_dataset(root: str | Path, **options: Any) -> tuple[str, ReIDDataset]:
+    """The name and dataset of the first layout of :data:`DETECTED` (taking ``options``) that
+    reads ``root``. None reads it: the error of a layout whose root was one level off
+    (:class:`MisplacedRootError`), else one naming the layouts tried."""
+    require_dir(Path(root), "dataset folder")
+    names = [name for name in DETECTED if set(options) <= set(reader_options(name))]
+    errors: dict[str, DatasetError] = {}
+    for name in names:
+        try:
+            return name, build_dataset(name, root, **options)
+        except DatasetError as exc:
+            errors[name] = exc
+    for name, exc in errors.items():
+        if isinstance(exc, MisplacedRootError):
+            raise MisplacedRootError(f"{name}: {exc}") from exc
+    taking = f" that take {', '.join(sorted(options))}" if options else ""
+    raise DatasetError(f"{root} is in none of the dataset layouts{taking} "
+                       f"({', '.join(names) or 'none'})")
 
 
 def build_run_dataset(name: str, root: str | Path, options: dict[str, Any],

@@ -103,6 +103,55 @@ def require_dir(folder: Path, what: str) -> Path:
     return folder
 
 
+#: How to pass another dataset root, for messages.
+ROOT_SETTING = "data.root, e.g. --set data.root=DIR"
+
+
+class MisplacedRootError(DatasetError):
+    """A dataset root one level off: the folder it should hold, or a folder that holds it."""
+
+
+def _level_fix(root: Path, name: str) -> str | None:
+    """The root to pass instead of ``root`` when it is one level off (see :func:`root_fix`)."""
+    if root.name == name and root.is_dir():
+        return (f"{root} is the {name}/ folder itself: pass its parent {root.parent} as the "
+                f"dataset root ({ROOT_SETTING.replace('DIR', str(root.parent))})")
+    holders = sorted(child for child in root.iterdir() if (child / name).is_dir()) \
+        if root.is_dir() else []
+    if holders:
+        return (f"pass {holders[0]}, which holds {name}/, as the dataset root "
+                f"({ROOT_SETTING.replace('DIR', str(holders[0]))})")
+    return None
+
+
+def root_fix(root: Path, name: str) -> str:
+    """How to fix a dataset ``root`` that lacks its sub-folder ``name``: pass its parent when
+    ``root`` is that folder itself, the sub-folder of ``root`` that holds it when there is one
+    (a root one level off), else a folder that holds ``name/``."""
+    level = _level_fix(root, name)
+    if level:
+        return level
+    absent = "" if root.is_dir() else (
+        f"{root} does not exist" + ("" if root.is_absolute() else
+                                    f" (relative to the working folder {Path.cwd()})") + "; ")
+    return f"{absent}the dataset root must be the folder that holds {name}/ ({ROOT_SETTING})"
+
+
+def require_data_dir(root: Path, name: str, what: str) -> Path:
+    """``root / name``, a folder the dataset root must hold; when it is missing the error says
+    which root to pass (:func:`root_fix`): a :class:`MisplacedRootError` when ``root`` is one
+    level off."""
+    if not (root / name).is_dir():
+        error = MisplacedRootError if _level_fix(root, name) else DatasetError
+        raise error(f"missing folder {root / name} ({what}); {root_fix(root, name)}")
+    return root / name
+
+
+def option_error(key: str, value: Any, expected: str) -> DatasetError:
+    """The error of a dataset reader option (``data.options.KEY``) with a bad ``value``."""
+    return DatasetError(f"data.options.{key} = {value!r}: expected {expected}")
+
+
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """Image files of ``folder`` in sorted order; other files (Thumbs.db, notes) are ignored."""
     files = folder.rglob("*") if recursive else folder.iterdir()

@@ -32,6 +32,7 @@ from progreid.utils.checkpoint import CheckpointError
 from progreid.utils.io import atomic_write_text, probe_writable
 from progreid.utils.metrics_log import METRICS_NAME, read_records
 from progreid.utils.progress import progress
+from progreid.utils.run_folders import run_hint
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def render_report(run_dir: str | Path, queries: int = 6, top: int = 10,
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir}/config.yaml not found: is {run_dir} a progreid run "
-                                "folder?")
+                                f"folder?{run_hint(run_dir / 'config.yaml').lstrip(';')}")
     config_text = (run_dir / "config.yaml").read_text()
     config = yaml.safe_load(config_text) or {}
     results = _read_json(run_dir / "results.json")

@@ -3,14 +3,13 @@ them, and the identity and camera of a Market-style file name (gallery items and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from progreid.data.loading import Workers
-from progreid.data.market import MARKET_NAME
+from progreid.data.registry import NAME_PARSERS
 from progreid.data.sample import Sample
 from progreid.deploy.bundle import Bundle
 
@@ -18,15 +17,16 @@ from progreid.deploy.bundle import Bundle
 UNKNOWN = -1
 
 
-def parse_name(path: Path, pattern: re.Pattern[str] = MARKET_NAME) -> tuple[int, int]:
-    """(identity, 0-based camera) of a Market-style name ``PPPP_cC...``; ``(-1, -1)`` otherwise.
+def parse_name(path: Path, naming: str = "market1501") -> tuple[int, int]:
+    """(identity, camera) of a file name in the layout of dataset ``naming`` (default Market's
+    ``PPPP_cC...``; :data:`~progreid.data.registry.NAME_PARSERS`); ``(-1, -1)`` otherwise.
 
     Market's junk identity ``-1`` and names with camera ``c0`` are unknown too.
     """
-    match = pattern.match(path.name)
-    if match is None or int(match["pid"]) < 0 or int(match["camid"]) < 1:
+    parsed = NAME_PARSERS[naming](path.name)
+    if parsed is None or min(parsed) < 0:
         return UNKNOWN, UNKNOWN
-    return int(match["pid"]), int(match["camid"]) - 1
+    return parsed
 
 
 def embed_samples(bundle: Bundle, samples: Sequence[Sample], device: torch.device | str = "cpu",

@@ -19,6 +19,7 @@ from progreid.evaluation.protocols import Pooling, pool_multi_query
 from progreid.search.embed import parse_name
 from progreid.search.index import (
     ANN_THRESHOLD,
+    DEFAULT_NAMING,
     AnnPolicy,
     GalleryIndex,
     IndexItem,
@@ -31,6 +32,7 @@ from progreid.search.index import (
 )
 from progreid.search.query import QueryResult, rank_gallery, ranked_results
 from progreid.utils.io import make_temp_dir
+from progreid.utils.progress import progress
 
 #: Features (``N x D`` float array or tensor) or images (anything :meth:`ReIDModel.embed` takes).
 FeaturesOrImages = np.ndarray | torch.Tensor | Images
@@ -50,10 +52,11 @@ def item_names(values: FeaturesOrImages, start: int) -> list[str]:
 
 
 def labelled_items(names: Sequence[str], pids: Sequence[int] | None,
-                   camids: Sequence[int] | None) -> list[IndexItem]:
-    """Items named ``names``; identity and camera given, or parsed from Market-style names
-    (-1 when unknown)."""
-    parsed = [parse_name(Path(name)) for name in names]
+                   camids: Sequence[int] | None,
+                   naming: str = DEFAULT_NAMING) -> list[IndexItem]:
+    """Items named ``names``; identity and camera given, or parsed from names in the layout of
+    dataset ``naming`` (-1 when unknown)."""
+    parsed = [parse_name(Path(name), naming) for name in names]
     pids = [p for p, _ in parsed] if pids is None else pids
     camids = [c for _, c in parsed] if camids is None else camids
     if not len(names) == len(pids) == len(camids):
@@ -86,10 +89,12 @@ class Gallery:
         self._device = device
 
     @classmethod
-    def create(cls, model: ReIDModel, ann: AnnPolicy = "auto",
-               ann_threshold: int = ANN_THRESHOLD) -> Gallery:
-        """An empty gallery of ``model``'s embeddings; ``ann`` as ``progreid index --ann``."""
-        return cls(empty_index(None, str(model.path), model.metric, ann, ann_threshold), model)
+    def create(cls, model: ReIDModel, ann: AnnPolicy = "auto", ann_threshold: int = ANN_THRESHOLD,
+               naming: str = DEFAULT_NAMING) -> Gallery:
+        """An empty gallery of ``model``'s embeddings; ``ann`` as ``progreid index --ann``;
+        identities and cameras read from file names in the layout of dataset ``naming``."""
+        return cls(empty_index(None, str(model.path), model.metric, ann, ann_threshold, naming),
+                   model)
 
     @classmethod
     def load(cls, path: str | Path, model: ReIDModel | None = None,
@@ -129,37 +134,41 @@ class Gallery:
             bgr: bool = False, batch_size: int = 64) -> int:
         """Add features or images (every one given, even a file already in the gallery: see
         :meth:`new_files`); returns how many. Names default to the files' absolute paths
-        (``#N`` otherwise); identities and cameras to those parsed from Market-style names (-1
-        when unknown)."""
+        (``#N`` otherwise); identities and cameras to those parsed from the names (in the layout
+        of the index's ``naming``; -1 when unknown)."""
         features = self.features_of(values, bgr, batch_size)
         names = list(paths) if paths is not None else item_names(values, len(self))
-        add_items(self.index, features, labelled_items(names, pids, camids))
+        add_items(self.index, features, labelled_items(names, pids, camids, self.index.naming))
         for name in names:
             self.index.skipped.pop(name, None)
         self.unsaved += len(features)
         return len(features)
 
     def add_files(self, files: Sequence[str | Path], batch_size: int = 64,
-                  on_bad_image: Literal["error", "skip"] = "error") -> int:
+                  on_bad_image: Literal["error", "skip"] = "error",
+                  show_progress: bool = False) -> int:
         """Add image files (as :meth:`add`); returns how many. A file that does not decode
         raises :class:`DatasetError` naming it, or with ``on_bad_image="skip"`` is left out and
-        recorded with the reason in ``index.skipped`` (the manifest lists them)."""
-        if on_bad_image == "error":
-            return self.add(files, batch_size=batch_size)
+        recorded with the reason in ``index.skipped`` (the manifest lists them).
+        ``show_progress``: a progress bar on a terminal (:func:`progress`)."""
         kept: list[str | Path] = []
         features: list[np.ndarray] = []
-        for start in range(0, len(files), batch_size):
-            chunk = files[start:start + batch_size]
-            try:
-                features.append(self.model.embed(chunk, batch_size))
-                kept.extend(chunk)
-            except DatasetError:  # embed the chunk's files one by one to find the bad ones
-                for path in chunk:
-                    try:
-                        features.append(self.model.embed([path]))
-                        kept.append(path)
-                    except DatasetError as exc:
-                        self.index.skipped[item_names([path], 0)[0]] = str(exc)
+        with progress(desc="indexing", total=len(files), enabled=show_progress) as bar:
+            for start in range(0, len(files), batch_size):
+                chunk = files[start:start + batch_size]
+                try:
+                    features.append(self.model.embed(chunk, batch_size))
+                    kept.extend(chunk)
+                except DatasetError:  # embed the chunk's files one by one to find the bad ones
+                    if on_bad_image == "error":
+                        raise
+                    for path in chunk:
+                        try:
+                            features.append(self.model.embed([path]))
+                            kept.append(path)
+                        except DatasetError as exc:
+                            self.index.skipped[item_names([path], 0)[0]] = str(exc)
+                bar.update(len(chunk))
         if not kept:
             return 0
         return self.add(np.concatenate(features), paths=item_names(kept, 0))
@@ -176,10 +185,10 @@ class Gallery:
         features = torch.from_numpy(self.features_of(queries, bgr, batch_size))
         if len(features) == 0:
             raise ValueError("search needs at least one query")
-        items = labelled_items(item_names(queries, 0), None, None)
+        items = labelled_items(item_names(queries, 0), None, None, self.index.naming)
         if pool is not None:
             features = pool_tracklet(features, pool)
-            items = labelled_items([f"tracklet of {len(items)}"], None, None)
+            items = labelled_items([f"tracklet of {len(items)}"], None, None, self.index.naming)
         settings = self.model.config.eval if rerank else None
         distances, indices = rank_gallery(self.index, features, top_k,
                                           exact or self.unsaved > 0, settings)
@@ -207,7 +216,8 @@ class Gallery:
         old = self.index
         tmp = make_temp_dir(root)
         try:
-            new = empty_index(tmp, old.model, old.metric, old.ann_policy, old.ann_threshold)
+            new = empty_index(tmp, old.model, old.metric, old.ann_policy, old.ann_threshold,
+                              old.naming)
             new.skipped = dict(old.skipped)
             add_items(new, old.features, old.items)
             write_new_items(new, len(new))

@@ -3,7 +3,8 @@
 Layout of ``INDEX_DIR``::
 
     manifest.json        format, model, metric, dimension, items (path, pid, camid), shards, ann,
-                         skipped (image files left out, with why)
+                         skipped (image files left out, with why), naming (the dataset whose
+                         file names give the items' and queries' identities and cameras)
     features/00000.npy   float32 embeddings, one shard per build or append
     ann-00001.faiss      FAISS IVF index over all items (large galleries only), named after the
                          number of shards it covers
@@ -28,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from progreid.data.registry import NAME_PARSERS
 from progreid.data.sample import DatasetError, list_images
 from progreid.search import ann as ann_lib
 from progreid.search.ranking import prepare
@@ -40,6 +42,8 @@ ANN_FILE = "ann.faiss"
 ANN_THRESHOLD = 20000
 RECALL_QUERIES = 200
 AnnPolicy = Literal["auto", "ivf", "none"]
+#: The file names identities and cameras are read from by default: Market-1501's.
+DEFAULT_NAMING = "market1501"
 
 
 class GalleryIndexError(DatasetError):
@@ -59,7 +63,8 @@ class IndexItem:
 class GalleryIndex:
     """An opened index folder. ``features`` holds the raw embeddings (N x D, float32); ``root``
     is None for an index in memory that was never saved (:class:`~progreid.search.gallery.
-    Gallery`); ``skipped`` maps the image files left out to why."""
+    Gallery`); ``skipped`` maps the image files left out to why; ``naming`` is the dataset whose
+    file names give identities and cameras (:func:`~progreid.search.embed.parse_name`)."""
 
     root: Path | None
     model: str
@@ -72,6 +77,7 @@ class GalleryIndex:
     ann: dict[str, Any] | None = None
     features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     skipped: dict[str, str] = field(default_factory=dict)
+    naming: str = DEFAULT_NAMING
 
     def __len__(self) -> int:
         return len(self.items)
@@ -89,7 +95,8 @@ class GalleryIndex:
         return {"format": FORMAT, "model": self.model, "metric": self.metric, "dim": self.dim,
                 "count": len(self.items), "shards": self.shards, "ann_policy": self.ann_policy,
                 "ann_threshold": self.ann_threshold, "ann": self.ann,
-                "items": [asdict(item) for item in self.items], "skipped": self.skipped}
+                "items": [asdict(item) for item in self.items], "skipped": self.skipped,
+                "naming": self.naming}
 
 
 def open_index(root: str | Path) -> GalleryIndex:
@@ -113,7 +120,8 @@ def open_index(root: str | Path) -> GalleryIndex:
                                 f"lists {len(items)} items of dimension {manifest['dim']}")
     return GalleryIndex(root, manifest["model"], manifest["metric"], manifest["dim"], items,
                         manifest["shards"], manifest["ann_policy"], manifest["ann_threshold"],
-                        manifest["ann"], features, manifest.get("skipped", {}))
+                        manifest["ann"], features, manifest.get("skipped", {}),
+                        manifest.get("naming", DEFAULT_NAMING))
 
 
 def folder_images(images_dir: str | Path) -> list[Path]:
@@ -170,11 +178,14 @@ def check_new_root(root: str | Path) -> None:
 
 
 def empty_index(root: Path | None, model: str, metric: str, ann: AnnPolicy = "auto",
-                ann_threshold: int = ANN_THRESHOLD) -> GalleryIndex:
+                ann_threshold: int = ANN_THRESHOLD, naming: str = DEFAULT_NAMING) -> GalleryIndex:
     """An index without items (``root`` None: in memory, not saved yet)."""
     if ann not in ("auto", "ivf", "none"):
         raise ValueError(f"ann must be 'auto', 'ivf' or 'none', got {ann!r}")
-    return GalleryIndex(root, model, metric, 0, [], [], ann, ann_threshold)
+    if naming not in NAME_PARSERS:
+        raise ValueError(f"naming must be a dataset name, one of {', '.join(NAME_PARSERS)}; got "
+                         f"{naming!r}")
+    return GalleryIndex(root, model, metric, 0, [], [], ann, ann_threshold, naming=naming)
 
 
 def add_items(index: GalleryIndex, features: np.ndarray, items: Sequence[IndexItem]) -> None:

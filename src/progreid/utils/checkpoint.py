@@ -15,6 +15,7 @@ from torch import nn
 
 from progreid.errors import CheckpointError
 from progreid.utils.io import atomic_path
+from progreid.utils.run_folders import run_hint
 
 #: How ``weights_only`` loading names what it refused: "GLOBAL posix.system".
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
@@ -42,7 +43,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}{run_hint(path)}")
     try:
         with warnings.catch_warnings():  # a raw pickle's protocol: refused below in one line
             warnings.filterwarnings("ignore", "Detected pickle protocol")

@@ -12,14 +12,19 @@ from progreid.errors import ConfigError
 
 def resolve_device(name: str, setting: str = "--device") -> torch.device:
     """``auto`` picks CUDA when available; asking for CUDA without one is a :class:`ConfigError`
-    naming ``setting``: a command's ``--device`` option or the recipe's ``train.device``."""
+    naming ``setting``: a command's ``--device`` option, the recipe's ``train.device``, or a
+    Python function's argument (``device``, as :func:`progreid.load` names it)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        given, fix = ((f"{setting} {name}", f"pass {setting} cpu") if setting.startswith("--")
-                      else (f"{setting} = {name!r}", f"set {setting}=cpu"))
-        raise ConfigError(f"{given}: no CUDA device is available on this machine; {fix}, or "
-                          "auto to use CUDA only where there is one")
+        if setting.startswith("--"):
+            given, fix = f"{setting} {name}", f"pass {setting} cpu, or auto"
+        elif "." in setting:
+            given, fix = f"{setting} = {name!r}", f"set {setting}=cpu, or auto"
+        else:
+            given, fix = f"{setting}={name!r}", f"pass {setting}='cpu', or 'auto'"
+        raise ConfigError(f"{given}: no CUDA device is available on this machine; {fix} to use "
+                          "CUDA only where there is one")
     return torch.device(name)
 
 
