@@ -3,15 +3,21 @@ dataset and a bundle of an untrained tiny network, written without training."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from progreid.config import load_config, save_config
+from progreid.data import build_dataset
 from progreid.data.synthetic import generate_pedestrians
-from progreid.deploy.bundle import save_bundle
+from progreid.deploy.bundle import load_bundle, save_bundle
 from progreid.evaluation.pca import Projection
+from progreid.evaluation.pipeline import evaluate_model
+from progreid.evaluation.threshold import MatchThreshold
 from progreid.models import build_model
 from progreid.utils.metrics_log import MetricsLog
 
@@ -54,3 +60,56 @@ def make_run(run_dir: Path, data_root: Path, name: str = "baseline", pca_dim: in
         {"epoch": 4, "rank1": 55.0, "rank5": 65.0, "rank10": 77.5, "rank20": 100.0,
          "mAP": 41.0, "mINP": 20.0, "num_valid": 36, "cmc": cmc}))
     return run_dir
+
+
+def calibrate(run_dir: Path) -> MatchThreshold:
+    """Record in the run's bundle the match threshold of its model on its dataset's test set,
+    as training's final evaluation does, and return it."""
+    bundle = load_bundle(run_dir)
+    cfg = bundle.config
+    metrics = evaluate_model(bundle.embedder(), build_dataset(cfg.data.dataset, cfg.data.root),
+                             cfg.eval)
+    threshold = MatchThreshold.from_dict(metrics["match_threshold"])
+    save_bundle(run_dir / "model.pt", cfg, bundle.model, bundle.num_classes, bundle.projection,
+                threshold)
+    return threshold
+
+
+def readme_tracker_code() -> str:
+    """The tracker example of README.md's Python API section (its first python block)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("\n```", start)]
+
+
+def run_readme_tracker(folder: Path, run: Path, frames: list[Path]) -> list[int]:
+    """Run the README's tracker example as written in ``folder``, laid out as it assumes: the
+    run under ``runs/demo``, ``frames`` (at most 20, in order) as the stand-in frames
+    ``.cache/progreid/synthetic/query/*.jpg``. Returns the track it printed for each frame."""
+    (folder / "runs" / "demo").mkdir(parents=True)
+    (folder / "runs" / "demo" / "run").symlink_to(run)
+    stand_in = folder / ".cache" / "progreid" / "synthetic" / "query"
+    stand_in.mkdir(parents=True)
+    names = [f"{k:04d}.jpg" for k in range(len(frames))]  # sorted as given; PIL reads any format
+    for name, frame in zip(names, frames, strict=True):
+        (stand_in / name).symlink_to(frame.resolve())
+    printed = io.StringIO()
+    with contextlib.chdir(folder), contextlib.redirect_stdout(printed):
+        exec(compile(readme_tracker_code(), "README.md", "exec"), {})
+    lines = printed.getvalue().splitlines()
+    assert [Path(line.split()[0]).name for line in lines] == names[:20], lines
+    return [int(line.split(" track ")[1]) for line in lines]
+
+
+def adjusted_rand_index(truth: list[int], found: list[int]) -> float:
+    """Hubert and Arabie's adjusted Rand index of two labellings (1: the same partition, about
+    0: chance)."""
+    _, truth_ids = np.unique(truth, return_inverse=True)
+    _, found_ids = np.unique(found, return_inverse=True)
+    table = np.zeros((truth_ids.max() + 1, found_ids.max() + 1))
+    np.add.at(table, (truth_ids, found_ids), 1)
+    pairs = lambda counts: float((counts * (counts - 1) / 2).sum())  # noqa: E731
+    both, rows, cols = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
+    expected, best = rows * cols / pairs(np.array(len(truth))), (rows + cols) / 2
+    return 1.0 if best == expected else (both - expected) / (best - expected)
