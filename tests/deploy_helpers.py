@@ -3,9 +3,12 @@ dataset and a bundle of an untrained tiny network, written without training."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from progreid.config import load_config, save_config
@@ -54,3 +57,44 @@ def make_run(run_dir: Path, data_root: Path, name: str = "baseline", pca_dim: in
         {"epoch": 4, "rank1": 55.0, "rank5": 65.0, "rank10": 77.5, "rank20": 100.0,
          "mAP": 41.0, "mINP": 20.0, "num_valid": 36, "cmc": cmc}))
     return run_dir
+
+
+def tracker_example_code() -> str:
+    """The tracker example of docs/deployment.md's Python API section (its first python
+    block)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    section = page[page.index("## Python API"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("\n```", start)]
+
+
+def run_tracker_example(folder: Path, run: Path, frames: list[Path]) -> list[int]:
+    """Run the tracker example (docs/deployment.md) as written in ``folder``, laid out as it
+    assumes: the run under ``runs/demo``, ``frames`` (at most 20, in order) as the stand-in frames
+    ``.cache/progreid/synthetic/query/*.jpg``. Returns the track it printed for each frame."""
+    (folder / "runs" / "demo").mkdir(parents=True)
+    (folder / "runs" / "demo" / "run").symlink_to(run)
+    stand_in = folder / ".cache" / "progreid" / "synthetic" / "query"
+    stand_in.mkdir(parents=True)
+    names = [f"{k:04d}.jpg" for k in range(len(frames))]  # sorted as given; PIL reads any format
+    for name, frame in zip(names, frames, strict=True):
+        (stand_in / name).symlink_to(frame.resolve())
+    printed = io.StringIO()
+    with contextlib.chdir(folder), contextlib.redirect_stdout(printed):
+        exec(compile(tracker_example_code(), "docs/deployment.md", "exec"), {})
+    lines = printed.getvalue().splitlines()
+    assert [Path(line.split()[0]).name for line in lines] == names[:20], lines
+    return [int(line.split(" track ")[1]) for line in lines]
+
+
+def adjusted_rand_index(truth: list[int], found: list[int]) -> float:
+    """Hubert and Arabie's adjusted Rand index of two labellings (1: the same partition, about
+    0: chance)."""
+    _, truth_ids = np.unique(truth, return_inverse=True)
+    _, found_ids = np.unique(found, return_inverse=True)
+    table = np.zeros((truth_ids.max() + 1, found_ids.max() + 1))
+    np.add.at(table, (truth_ids, found_ids), 1)
+    pairs = lambda counts: float((counts * (counts - 1) / 2).sum())  # noqa: E731
+    both, rows, cols = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
+    expected, best = rows * cols / pairs(np.array(len(truth))), (rows + cols) / 2
+    return 1.0 if best == expected else (both - expected) / (best - expected)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from deploy_helpers import make_run
+from deploy_helpers import make_run, run_tracker_example
 from PIL import Image
 
 import progreid
@@ -217,24 +216,52 @@ def test_import_progreid_is_light_and_lists_its_api():
     assert out.stdout.split() == ["['Gallery',", "'ReIDModel',", "'__version__',", "'load']"]
 
 
-def test_readme_tracker_example_runs_as_written(tmp_path, monkeypatch, run, data, capsys):
-    """The tracker example of docs/deployment.md (Python API), run as written in a folder laid
-    out as it assumes (a finished run under runs/demo, synthetic images under
-    .cache/progreid/synthetic)."""
-    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
-    section = page[page.index("## Python API"):]
-    start = section.index("```python\n") + len("```python\n")
-    code = section[start:section.index("\n```", start)]
-    (tmp_path / "runs" / "demo").mkdir(parents=True)
-    (tmp_path / "runs" / "demo" / "run").symlink_to(run)
-    (tmp_path / ".cache" / "progreid").mkdir(parents=True)
-    (tmp_path / ".cache" / "progreid" / "synthetic").symlink_to(data)
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code, "docs/deployment.md", "exec"), {})
-    printed = capsys.readouterr().out.splitlines()
-    queries = len(list((data / "query").glob("*.jpg")))
-    assert len(printed) == min(queries, 20) and all(" track " in line for line in printed)
-    assert len(progreid.Gallery.load(tmp_path / "tracks.idx")) == len(printed)
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, data):
+    """A tiny network trained briefly on ``data`` (a few seconds): its bundle records the match
+    threshold its final evaluation calibrated."""
+    from progreid.config import load_config
+    from progreid.training.run import train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    train(load_config(None, [
+        "data.dataset=synthetic", f"data.root={data}", "data.height=64", "data.width=32",
+        "data.p=4", "data.k=4", "data.workers=0", "data.cache=false", "model.width=0.125",
+        "train.device=cpu", "train.epochs=20", "train.progress=false",
+        f"train.output_dir={out}"]))
+    return out
+
+
+def test_the_threshold_travels_with_the_bundle(trained_run, model):
+    """model.pt and model.safetensors carry it; a bundle saved without one loads with None."""
+    pt = progreid.load(trained_run / "model.pt", device="cpu")
+    twin = progreid.load(trained_run / "model.safetensors", device="cpu")
+    assert pt.calibration is not None and twin.calibration == pt.calibration
+    assert (model.calibration, model.match_threshold) == (None, None)
+
+
+def test_tracker_example_runs_as_written_and_keeps_each_persons_track(tmp_path, trained_run,
+                                                                     data):
+    """The tracker example of docs/deployment.md, run as written in a folder laid out as it
+    assumes (the run under runs/demo, stand-in frames under .cache/progreid/synthetic/query):
+    five people of the test set, each seen in four frames, tracked with the threshold the run
+    recorded."""
+    results = json.loads((trained_run / "results.json").read_text())
+    model = progreid.load(trained_run, device="cpu")
+    assert model.calibration.to_dict() == results["match_threshold"]
+    assert model.match_threshold == results["match_threshold"]["threshold"]  # euclidean run
+    first = {}
+    for path in sorted((data / "query").glob("*.jpg")):
+        first.setdefault(int(path.name[:4]), path)
+    people = sorted(first)[:5]
+    frames = [first[pid] for _ in range(4) for pid in people]  # people standing still
+    tracks = run_tracker_example(tmp_path, trained_run, frames)
+    # A person seen again (distance 0) keeps the track. Measured: 20 epochs of this tiny net
+    # on 12 training identities separate nothing yet (balanced accuracy 0.52, threshold 14.3),
+    # so all five share track 0; one track per person needs the demo's training or
+    # real data (tests/test_tracker.py measures that on CUHK01).
+    assert tracks[5:] == tracks[:5] * 3 and len(set(tracks)) <= 5
+    assert len(progreid.Gallery.load(tmp_path / "tracks.idx")) == len(frames)
 
 
 # ------------------------------------------------------------------ the ONNX backend

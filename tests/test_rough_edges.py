@@ -185,8 +185,6 @@ def test_cuda_without_a_gpu_names_the_python_argument(monkeypatch):
                                "pass device='cpu', or 'auto' to use CUDA only where there is one")
 
 
-@pytest.mark.xfail(strict=True, reason="needs deploy/api.py load(): resolve_device(str(device), "
-                                       "'device'); remove this marker with that change")
 def test_load_on_cuda_without_a_gpu_names_its_device_argument(monkeypatch, run):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError) as info:

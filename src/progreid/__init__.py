@@ -1,8 +1,8 @@
 """progreid: person re-identification with PLA and TRC, exact and fast evaluation.
 
-The Python API (docs/deployment.md, Python API): ``progreid.load(RUN)`` -> :class:`ReIDModel` (``embed``,
-``embed_crops``) and :class:`Gallery`. They are imported on first use, so ``import progreid``
-stays light and this foundation module imports no layer above it.
+The Python API (docs/deployment.md, Python API): ``progreid.load(RUN)`` -> :class:`ReIDModel`
+(``embed``, ``embed_crops``) and :class:`Gallery`. They are imported on first use, so
+``import progreid`` stays light and this foundation module imports no layer above it.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from progreid.config import Config
 from progreid.data.loading import decode_image, image_array
 from progreid.deploy.bundle import Bundle, load_bundle, resolve_bundle_path
 from progreid.evaluation.features import Embedder
+from progreid.evaluation.threshold import MatchThreshold
 from progreid.utils.device import resolve_device
 
 #: One image: a file, a PIL image or an ``H x W x 3`` uint8 array (RGB, or BGR with ``bgr``).
@@ -72,17 +73,34 @@ def pixel_boxes(boxes_xyxy: ArrayLike, height: int, width: int) -> np.ndarray:
 class ReIDModel(ABC):
     """What :func:`load` returns, whichever file it opened: ``embed`` and ``embed_crops`` of
     the run's model on ``device``, with the run's ``config`` (``metric``, input size) and the
-    embedding length ``dim``. A backend embeds one uint8 batch at the run's size."""
+    embedding length ``dim``. A backend embeds one uint8 batch at the run's size.
+
+    ``match_threshold``: two images show the same person when the distance
+    :meth:`progreid.Gallery.search` reports between them (not re-ranked) is at most this, as
+    calibrated by the run's final evaluation on its test set (the threshold that maximises the
+    balanced accuracy over all query x gallery pairs, :mod:`progreid.evaluation.threshold`).
+    ``calibration`` is that record: ``threshold`` in the run's metric (``calibration.metric``,
+    e.g. ``1 - cos`` for cosine; ``match_threshold`` is the same on the Euclidean distances of
+    L2-normalised features that search reports), its ``balanced_accuracy``, ``tpr``, ``tnr``.
+    Both are None for a model saved before thresholds were recorded. The test set is not your
+    camera: re-calibrate on your own labelled pairs when you can.
+    """
 
     path: Path
     device: torch.device
     dtype: torch.dtype
     config: Config
+    calibration: MatchThreshold | None
 
     @property
     def metric(self) -> str:
         """The run's ``eval.metric``: how its features are compared."""
         return self.config.eval.metric
+
+    @property
+    def match_threshold(self) -> float | None:
+        """The calibrated same-person threshold on search distances (class docstring)."""
+        return None if self.calibration is None else self.calibration.euclidean()
 
     @property
     def height(self) -> int:
@@ -180,6 +198,10 @@ class TorchReIDModel(ReIDModel):
         return self.bundle.config
 
     @property
+    def calibration(self) -> MatchThreshold | None:
+        return self.bundle.match_threshold
+
+    @property
     def dim(self) -> int:
         projection = self.embedder.projection
         return int(projection.components.shape[0]) if projection is not None \
@@ -207,6 +229,6 @@ def load(path: str | Path, device: torch.device | str = "auto",
         from progreid.deploy.onnx_backend import load_onnx
 
         return load_onnx(Path(path), str(device), dtype)
-    device = resolve_device(str(device))
+    device = resolve_device(str(device), "device")
     bundle = load_bundle(path, device)
     return TorchReIDModel(bundle, resolve_bundle_path(path).resolve(), device, dtype)

@@ -2,8 +2,10 @@
 
 ``model.pt`` (``torch.save``, read back with ``weights_only=True``) and, beside it,
 ``model.safetensors``: the same network weights (state-dict names) and PCA (``pca.mean``,
-``pca.components``) as plain tensors, with the config, class count and input normalisation as
-JSON strings in the file's metadata, so the weights load without unpickling anything.
+``pca.components``) as plain tensors, with the config, class count, input normalisation and
+match threshold as JSON strings in the file's metadata, so the weights load without unpickling
+anything. The match threshold (:class:`~progreid.evaluation.threshold.MatchThreshold`, calibrated
+on the run's test set) is absent from bundles written before it was recorded: None.
 
 :meth:`Bundle.embedder` is how every user of a trained model embeds images: exactly as the
 run's evaluation did (normalisation, network, test-time augmentation, PCA).
@@ -24,6 +26,7 @@ from torch import nn
 from progreid.config import Config, config_from_dict, config_to_dict
 from progreid.evaluation.features import Embedder
 from progreid.evaluation.pca import Projection
+from progreid.evaluation.threshold import MatchThreshold
 from progreid.models import build_model
 from progreid.utils.checkpoint import (
     CheckpointError,
@@ -48,6 +51,7 @@ class Bundle:
     config: Config
     num_classes: int
     projection: Projection | None = None
+    match_threshold: MatchThreshold | None = None
 
     def embedder(self, cfg: Config | None = None) -> Embedder:
         """The run's inference: input size and test-time augmentation from ``cfg`` (default:
@@ -56,7 +60,8 @@ class Bundle:
 
 
 def save_bundle(path: str | Path, cfg: Config, model: nn.Module, num_classes: int,
-                projection: Projection | None = None) -> None:
+                projection: Projection | None = None,
+                match_threshold: MatchThreshold | None = None) -> None:
     """Write ``path`` (``model.pt``) and its safetensors twin beside it (same name, suffix
     ``.safetensors``), the twin first: a ``model.pt`` always has one."""
     path = Path(path)
@@ -66,6 +71,8 @@ def save_bundle(path: str | Path, cfg: Config, model: nn.Module, num_classes: in
                "normalization": [list(values) for values in model.normalization]}
     if projection is not None:
         payload["pca"] = {"mean": projection.mean.cpu(), "components": projection.components.cpu()}
+    if match_threshold is not None:
+        payload["match_threshold"] = match_threshold.to_dict()
     twin = path.with_suffix(".safetensors")
     save_safetensors(twin, payload)
     try:
@@ -84,6 +91,8 @@ def save_safetensors(path: Path, payload: dict[str, Any]) -> None:
     metadata = {"format": WEIGHTS_FORMAT, "config": json.dumps(payload["config"]),
                 "num_classes": str(payload["num_classes"]),
                 "normalization": json.dumps(payload["normalization"])}
+    if "match_threshold" in payload:
+        metadata["match_threshold"] = json.dumps(payload["match_threshold"])
     with atomic_path(path) as tmp:  # written from Python: a full disk is then an OSError
         tmp.write_bytes(safetensors_bytes({key: value.contiguous().clone()
                                            for key, value in tensors.items()}, metadata))
@@ -110,6 +119,8 @@ def read_safetensors(path: Path) -> dict[str, Any]:
         fields = {"config": json.loads(metadata["config"]),
                   "num_classes": int(metadata["num_classes"]),
                   "normalization": json.loads(metadata["normalization"])}
+        if "match_threshold" in metadata:
+            fields["match_threshold"] = json.loads(metadata["match_threshold"])
     except ValueError as exc:
         raise CheckpointError(f"{path}: unreadable progreid metadata ({exc}); the file is "
                               "corrupt, use its run's model.pt") from exc
@@ -152,4 +163,15 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     projection = None
     if "pca" in payload:
         projection = Projection(payload["pca"]["mean"], payload["pca"]["components"])
-    return Bundle(model.to(device).eval(), cfg, payload["num_classes"], projection)
+    return Bundle(model.to(device).eval(), cfg, payload["num_classes"], projection,
+                  read_match_threshold(payload, path))
+
+
+def read_match_threshold(payload: dict[str, Any], path: Path) -> MatchThreshold | None:
+    """The bundle's match threshold; None for a bundle written before it was recorded."""
+    if payload.get("match_threshold") is None:
+        return None
+    try:
+        return MatchThreshold.from_dict(payload["match_threshold"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: unreadable match threshold ({exc})") from exc

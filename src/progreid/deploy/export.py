@@ -9,7 +9,8 @@ the network, the mirrored-image average when ``eval.flip`` is on, and the PCA pr
 
 ONNX goes through torch's current exporter (``torch.onnx.export(..., dynamo=True)``, which needs
 onnxscript) and carries the run's config in its ``metadata_props``
-(:func:`~progreid.deploy.onnx_backend.export_metadata`), so :func:`progreid.load` can serve it;
+(:func:`~progreid.deploy.onnx_backend.export_metadata`, with the match threshold when the run
+has one), so :func:`progreid.load` can serve it;
 ``half`` runs the network in float16 between the float32 normalisation and the float32 flip
 average and PCA (for GPU serving). ``.pt2`` is :func:`torch.export.save` of the same module,
 with the same metadata as the extra file ``progreid.json``; load it with
@@ -275,7 +276,7 @@ def export_run(run: str | Path, fmt: Format = "onnx", out: str | Path | None = N
     with torch.inference_mode():
         dim = int(module(random_images(1, height, width, seed=0)).shape[1])
     diff = export_module(module, fmt, out, height, width, tolerance, half,
-                         export_metadata(bundle.config, dim, half))
+                         export_metadata(bundle.config, dim, half, bundle.match_threshold))
     result = ExportResult(str(out), fmt, ["batch", 3, height, width], dim, module.embedder.flip,
                           module.embedder.projection is not None, half, diff.absolute,
                           diff.relative, "max_rel_diff" if half else "max_abs_diff", tolerance)

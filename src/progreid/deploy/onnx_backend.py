@@ -3,8 +3,10 @@ run by onnxruntime, with the interface of the PyTorch model (:class:`ReIDModel`)
 
 The graph holds the normalisation, the network, the flip average and the PCA; what the API needs
 besides travels in the file's ``metadata_props`` (:func:`export_metadata`): the run's config
-(input size, metric; ``eval.ten_crop`` off, as exported), the embedding length and the
-precision the network runs in.
+(input size, metric; ``eval.ten_crop`` off, as exported), the embedding length, the
+precision the network runs in and the run's match threshold (absent from files exported before
+it was recorded, and from runs without one). A 10-crop run's threshold was calibrated on 10-crop
+features; the exported flip-averaged features are close to them, not equal.
 """
 
 from __future__ import annotations
@@ -20,20 +22,26 @@ import torch
 from progreid.config import Config, config_from_dict, config_to_dict
 from progreid.deploy.api import ReIDModel
 from progreid.errors import CheckpointError, MissingDependencyError
+from progreid.evaluation.threshold import MatchThreshold
 
 FORMAT = "progreid-onnx-1"
 #: The ``metadata_props`` keys (all values are strings).
-FORMAT_KEY, CONFIG_KEY, DIM_KEY, PRECISION_KEY = (
-    "progreid.format", "progreid.config", "progreid.embedding_dim", "progreid.precision")
+FORMAT_KEY, CONFIG_KEY, DIM_KEY, PRECISION_KEY, THRESHOLD_KEY = (
+    "progreid.format", "progreid.config", "progreid.embedding_dim", "progreid.precision",
+    "progreid.match_threshold")
 INPUT_NAME, OUTPUT_NAME = "images", "embedding"
 
 
-def export_metadata(cfg: Config, dim: int, half: bool) -> dict[str, str]:
+def export_metadata(cfg: Config, dim: int, half: bool,
+                    match_threshold: MatchThreshold | None = None) -> dict[str, str]:
     """What an exported file carries for :func:`load_onnx`: ``cfg`` as the graph computes it
-    (10-crop TTA is not exported), ``dim`` and the network's precision."""
+    (10-crop TTA is not exported), ``dim``, the network's precision and the match threshold."""
     exported = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"ten_crop": False})})
-    return {FORMAT_KEY: FORMAT, CONFIG_KEY: json.dumps(config_to_dict(exported)),
-            DIM_KEY: str(dim), PRECISION_KEY: "float16" if half else "float32"}
+    metadata = {FORMAT_KEY: FORMAT, CONFIG_KEY: json.dumps(config_to_dict(exported)),
+                DIM_KEY: str(dim), PRECISION_KEY: "float16" if half else "float32"}
+    if match_threshold is not None:
+        metadata[THRESHOLD_KEY] = json.dumps(match_threshold.to_dict())
+    return metadata
 
 
 def require_onnxruntime() -> Any:
@@ -56,6 +64,7 @@ class OnnxReIDModel(ReIDModel):
     config: Config
     embedding_dim: int
     dtype: torch.dtype = torch.float32
+    calibration: MatchThreshold | None = None
 
     @property
     def dim(self) -> int:
@@ -109,5 +118,10 @@ def load_onnx(path: Path, device: str = "auto",
                               "export the run again with `progreid export RUN --format onnx`")
     config = config_from_dict(json.loads(metadata[CONFIG_KEY]), source=str(path))
     precision = torch.float16 if metadata.get(PRECISION_KEY) == "float16" else torch.float32
+    try:
+        calibration = (MatchThreshold.from_dict(json.loads(metadata[THRESHOLD_KEY]))
+                       if THRESHOLD_KEY in metadata else None)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: unreadable {THRESHOLD_KEY} ({exc})") from exc
     return OnnxReIDModel(session, path.resolve(), target, config, int(metadata[DIM_KEY]),
-                         precision)
+                         precision, calibration)

@@ -14,6 +14,7 @@ from progreid.evaluation.features import Embedder, Features
 from progreid.evaluation.protocols import cuhk03_single_shot, pool_multi_query
 from progreid.evaluation.ranking import RankingResult, evaluate, evaluate_features
 from progreid.evaluation.rerank import re_rank_features
+from progreid.evaluation.threshold import match_threshold_features
 
 
 def summarize(result: RankingResult) -> dict[str, Any]:
@@ -43,7 +44,10 @@ def rank_features(query: Features, gallery: Features, cfg: EvalConfig) -> Rankin
 
 def evaluate_model(embedder: Embedder, dataset: ReIDDataset, cfg: EvalConfig,
                    device: torch.device | str = "cpu", workers: Workers = 0) -> dict[str, Any]:
-    """Embed query and gallery with ``embedder``, rank them as ``cfg`` says: metrics in percent."""
+    """Embed query and gallery with ``embedder``, rank them as ``cfg`` says: metrics in percent,
+    and ``match_threshold``: the :class:`~progreid.evaluation.threshold.MatchThreshold` record
+    (a dict; None without positive or negative pairs) calibrated on the ``cfg.metric``
+    distances of these query and gallery features (not re-ranked, whole gallery)."""
     embed = partial(embedder.extract, device=device, batch_size=cfg.batch_size, workers=workers)
     if cfg.multi_query is not None and not dataset.multi_query:
         raise DatasetError(f"eval.multi_query = {cfg.multi_query!r}, but dataset "
@@ -56,4 +60,7 @@ def evaluate_model(embedder: Embedder, dataset: ReIDDataset, cfg: EvalConfig,
                                               extra.pids, extra.camids, cfg.multi_query)
         except ValueError as exc:
             raise DatasetError(f"{dataset.name} multi-query: {exc}") from exc
-    return summarize(rank_features(query, gallery, cfg))
+    threshold = match_threshold_features(query.features, gallery.features, query.pids,
+                                         gallery.pids, query.camids, gallery.camids, cfg.metric)
+    return {**summarize(rank_features(query, gallery, cfg)),
+            "match_threshold": threshold.to_dict() if threshold is not None else None}

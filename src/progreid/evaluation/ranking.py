@@ -143,6 +143,17 @@ class _Accumulator:
                              num_skipped=sums.skipped)
 
 
+def query_blocks(num_query: int, num_gallery: int, chunk: int | None,
+                 elements: int = _DISTANCE_ELEMENTS) -> list[slice]:
+    """Row slices of ``chunk`` queries each (default: about ``elements`` distances of a
+    ``num_gallery``-wide matrix); a chunk that is not a positive integer is a ValueError."""
+    if chunk is None:
+        chunk = max(1, elements // max(num_gallery, 1))
+    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive number of queries, got {chunk!r}")
+    return list(_chunks(num_query, chunk))
+
+
 def _rank_all(block: Callable[[slice], torch.Tensor], shape: tuple[int, int],
               device: torch.device, labels: tuple, max_rank: int, chunk: int | None
               ) -> RankingResult:
@@ -154,11 +165,7 @@ def _rank_all(block: Callable[[slice], torch.Tensor], shape: tuple[int, int],
         as_ids(values, name, num_query if name.startswith("query") else num_gallery, device)
         for name, values in zip(names, labels, strict=True))
     acc = _Accumulator(Gallery(g_pids, g_cams), max_rank, device)
-    if chunk is None:
-        chunk = max(1, _DISTANCE_ELEMENTS // max(num_gallery, 1))
-    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive number of queries, got {chunk!r}")
-    for rows in _chunks(num_query, chunk):
+    for rows in query_blocks(num_query, num_gallery, chunk):
         acc.add(block(rows), q_pids[rows], q_cams[rows])
     return acc.result()
 

@@ -2,8 +2,9 @@
 
 A run folder holds ``config.yaml`` (the resolved config), ``environment.json`` (versions),
 ``metrics.jsonl`` (the log), ``checkpoints/last.pt`` (for ``--resume``), ``model.pt`` (the
-deployable bundle), ``results.json`` (final metrics) and, for a dataset whose split was drawn
-(one folder per identity), ``split.json``, which ``--resume``, ``evaluate`` and ``report`` reuse.
+deployable bundle, with the match threshold the final evaluation calibrated), ``results.json``
+(final metrics, ``match_threshold`` among them) and, for a dataset whose split was drawn (one
+folder per identity), ``split.json``, which ``--resume``, ``evaluate`` and ``report`` reuse.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from progreid.deploy.bundle import BUNDLE_NAME, save_bundle
 from progreid.evaluation.features import Embedder
 from progreid.evaluation.pca import Projection, fit_pca
 from progreid.evaluation.pipeline import evaluate_model
+from progreid.evaluation.threshold import MatchThreshold
 from progreid.training.hooks import evaluate_trainer, training_hooks
 from progreid.training.objective import Objective
 from progreid.training.preflight import check_before_data, check_file_list
@@ -177,8 +179,9 @@ def train(cfg: Config, resume: bool = False, rank: int = 0,
     projection = fit_training_projection(trainer)
     metrics = evaluate_trainer(trainer, projection)
     if trainer.is_main:
+        threshold = metrics["match_threshold"]
         save_bundle(run_dir / BUNDLE_NAME, cfg, trainer.model, dataset.num_train_pids,
-                    projection)
+                    projection, MatchThreshold.from_dict(threshold) if threshold else None)
         log.write("eval", epoch=trainer.epoch, final=True, **metrics)
         atomic_write_json(run_dir / "results.json", {"epoch": trainer.epoch, **metrics})
     return metrics
