@@ -161,11 +161,28 @@ def markdown(table: dict[str, dict[int, dict[str, float]]], baseline: str, threa
     return "\n".join(lines) + "\n"
 
 
-def write_doc(path: Path, tables: str) -> None:
-    """Write ``tables`` to ``path`` below :data:`MARKER`, keeping the text written above it."""
+def section_markers(section: str) -> tuple[str, str]:
+    """The comments around a named section of tables in a doc (see :func:`write_doc`)."""
+    return (f"<!-- tables of benchmarks/accuracy.py --section {section} -->",
+            f"<!-- end of --section {section} -->")
+
+
+def write_doc(path: Path, tables: str, section: str | None = None) -> None:
+    """Write ``tables`` to ``path`` below :data:`MARKER`, keeping the text written above it; or,
+    with ``section``, between that section's markers (appended when absent), keeping the rest
+    of the doc, so that several comparisons share one doc."""
     old = path.read_text() if path.exists() else ""
-    preamble = old[:old.index(MARKER)] if MARKER in old else ""
-    atomic_write_text(path, f"{preamble}{MARKER}\n\n{tables}")
+    if section is None:
+        preamble = old[:old.index(MARKER)] if MARKER in old else ""
+        atomic_write_text(path, f"{preamble}{MARKER}\n\n{tables}")
+        return
+    start, end = section_markers(section)
+    block = f"{start}\n\n{tables}\n{end}"
+    if start in old and end in old:
+        text = old[:old.index(start)] + block + old[old.index(end) + len(end):]
+    else:
+        text = f"{old.rstrip()}\n\n{block}\n" if old else f"{block}\n"
+    atomic_write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
     parser.add_argument("--out", type=Path, default=Path("runs/accuracy"))
     parser.add_argument("--doc", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--section", default=None,
+                        help="write the tables into this named section of --doc (between its "
+                        "markers), leaving the doc's other sections as they are")
     parser.add_argument("--baseline", default=None, help="recipe stem of the baseline")
     parser.add_argument("--eval-set", action="append", default=[], metavar="KEY=VALUE",
                         help="also evaluate every finished run with these eval overrides "
@@ -214,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                  + markdown(results_of(jobs, REEVAL_NAME), baseline, args.threads, command))
     print(text)
     if args.doc is not None:
-        write_doc(args.doc, text)
+        write_doc(args.doc, text, args.section)
     return 0
 
 

@@ -69,6 +69,21 @@ def test_missing_recipe_is_a_clear_error(accuracy, tmp_path, capsys):
     assert "recipe not found" in capsys.readouterr().err
 
 
+def test_named_sections_are_replaced_in_place_and_leave_the_rest(accuracy, tmp_path):
+    doc = tmp_path / "accuracy.md"
+    doc.write_text(f"# Title\n\n{accuracy.MARKER}\n\n| cuhk01 |\n")
+    accuracy.write_doc(doc, "| market v1 |\n", section="market")
+    start, end = accuracy.section_markers("market")
+    first = f"# Title\n\n{accuracy.MARKER}\n\n| cuhk01 |\n\n{start}\n\n| market v1 |\n\n{end}\n"
+    assert doc.read_text() == first
+    doc.write_text(doc.read_text() + "\nText after.\n")
+    accuracy.write_doc(doc, "| market v2 |\n", section="market")
+    assert doc.read_text() == first.replace("v1", "v2") + "\nText after.\n"
+    accuracy.write_doc(doc, "| duke |\n", section="duke")
+    assert doc.read_text().count("| market v2 |") == 1 and doc.read_text().endswith(
+        f"{accuracy.section_markers('duke')[1]}\n")
+
+
 def test_the_doc_keeps_its_text_above_the_tables(accuracy, tmp_path):
     doc = tmp_path / "accuracy.md"
     accuracy.write_doc(doc, "| first table |\n")
