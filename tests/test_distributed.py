@@ -24,6 +24,7 @@ from progreid.training.objective import Objective
 from progreid.training.trainer import gather_batch
 from progreid.utils.distributed import (
     SAMPLE_LOG_ENV,
+    destroy_process_group,
     gather_strided_rows,
     loss_scale,
     main_process_result,
@@ -87,7 +88,7 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
                     "rows": rows, "running_mean": norm.running_mean},
                    f"{out_dir}/rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        destroy_process_group()
 
 
 def test_ddp_step_equals_single_process_step_on_the_global_batch(tmp_path):

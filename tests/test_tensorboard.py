@@ -60,13 +60,17 @@ def test_every_logged_number_is_mirrored_once(crashed_and_resumed: Path) -> None
     accumulator.Reload()
     mirrored = {tag: [(s.step, s.value) for s in accumulator.Scalars(tag)]
                 for tag in accumulator.Tags()["scalars"]}
-    # The reference: each record's top-level numbers (no mapping in these events), by hand.
+    # The reference, by hand: each record's numbers, and those of its one mapping (the final
+    # evaluation's match_threshold record) one level down.
     expected: dict[str, list[tuple[int, float]]] = {}
     for record in records:
         prefix = "eval_final" if record.get("final") else record["event"]
         for key, value in record.items():
-            if key not in ("event", "epoch", "time") and type(value) in (int, float):
-                expected.setdefault(f"{prefix}/{key}", []).append((record["epoch"], value))
+            inner = value.items() if isinstance(value, dict) else [("", value)]
+            for name, number in inner:
+                tag = f"{prefix}/{key}" + (f"/{name}" if name else "")
+                if key not in ("event", "epoch", "time") and type(number) in (int, float):
+                    expected.setdefault(tag, []).append((record["epoch"], number))
     assert mirrored.keys() == expected.keys()
     for tag, points in expected.items():
         assert [step for step, _ in mirrored[tag]] == [step for step, _ in points], tag

@@ -54,12 +54,16 @@ def distributed_context(device: str, sync_bn: bool) -> Iterator[tuple[int, int]]
         yield dist.get_rank(), dist.get_world_size()
         dist.barrier()  # no process tears the group down while another still works (writes)
     finally:
-        # A DistributedDataParallel object that outlives destroy_process_group aborts its
-        # process at exit now and then ("terminate called without an active exception",
-        # SIGABRT: 5 runs in 50 of a two-rank script that kept one, 0 in 30 that freed it
-        # first). The trainer's is garbage by now; collect any that reference cycles still hold.
-        gc.collect()
-        dist.destroy_process_group()
+        destroy_process_group()
+
+
+def destroy_process_group() -> None:
+    """``dist.destroy_process_group()`` after freeing the unreachable DistributedDataParallel
+    objects that reference cycles still hold. A DDP object that outlives the group aborts its
+    process at exit now and then ("terminate called without an active exception", SIGABRT: 5
+    runs in 50 of a two-rank script that kept one, 0 in 30 that freed it first)."""
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def process_group() -> tuple[int, int]:
