@@ -105,13 +105,16 @@ def _calibrate(block: Callable[[slice], torch.Tensor], shape: tuple[int, int],
         first = torch.searchsorted(values, block(r)[kinds(r)[1]])
         below += torch.bincount(first, minlength=len(values) + 1)
     num_positive = int(counts.sum())
-    tpr = counts.cumsum(0).double() / num_positive
-    tnr = 1.0 - below[:-1].cumsum(0).double() / negatives
-    balanced = (tpr + tnr) / 2
-    best = int(torch.argmax(balanced))  # the first of equal maxima: the smallest threshold
+    accepted = counts.cumsum(0)
+    rejected = negatives - below[:-1].cumsum(0)
+    # (TPR + TNR) x positives x negatives, in integers: equal maxima compare equal (as
+    # floating-point sums of fractions they need not), so the smallest threshold wins
+    score = accepted * negatives + rejected * num_positive
+    best = int(torch.argmax(score))
+    tpr, tnr = int(accepted[best]) / num_positive, int(rejected[best]) / negatives
     return MatchThreshold(threshold=float(values[best]), metric=metric,
-                          balanced_accuracy=float(balanced[best]), tpr=float(tpr[best]),
-                          tnr=float(tnr[best]), positives=num_positive, negatives=negatives)
+                          balanced_accuracy=(tpr + tnr) / 2, tpr=tpr, tnr=tnr,
+                          positives=num_positive, negatives=negatives)
 
 
 def match_threshold(distmat, query_pids, gallery_pids, query_camids, gallery_camids,
