@@ -57,6 +57,18 @@ def cuhk01_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def mobilenetv2_weights() -> None:
+    """Skips a test that fine-tunes the ImageNet MobileNetV2 when its weights are not installed."""
+    import importlib.util
+
+    from progreid.models.pretrained import IMAGENET_SOURCES
+
+    weights = IMAGENET_SOURCES["mobilenetv2"]
+    if importlib.util.find_spec(weights.package) is None:
+        pytest.skip(f"MobileNetV2 ImageNet weights not installed ({weights.install})")
+
+
+@pytest.fixture(scope="session")
 def market1501_root() -> Path:
     if not (MARKET1501 / "bounding_box_train").is_dir():
         pytest.skip(f"real Market-1501 not found at {MARKET1501} (../shared is absent)")

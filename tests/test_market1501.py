@@ -4,7 +4,6 @@ fine-tune on a subset of identities that beats the off-the-shelf ImageNet featur
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,9 @@ import pytest
 from progreid.config import load_config
 from progreid.data import DatasetError, ReIDDataset, build_dataset
 from progreid.evaluation import evaluate
-from progreid.models.pretrained import IMAGENET_SOURCES
 from progreid.training.run import evaluate_untrained, train
 
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = IMAGENET_SOURCES["mobilenetv2"]
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +78,7 @@ SHORT = ["data.options={train_ids: 100, test_ids: 60}", "data.height=128", "data
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec(WEIGHTS.package) is None,
-                    reason=f"MobileNetV2 ImageNet weights not installed ({WEIGHTS.install})")
+@pytest.mark.usefixtures("mobilenetv2_weights")
 def test_short_market1501_run_beats_off_the_shelf_features(market1501_root, tmp_path):
     cfg = load_config(REPO / "configs" / "market1501" / "cpu-baseline.yaml",
                       [f"data.root={market1501_root}", f"train.output_dir={tmp_path / 'run'}",

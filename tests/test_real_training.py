@@ -3,17 +3,14 @@ features, which beat random initialisation (skipped without ``../shared`` or the
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from progreid.config import load_config
-from progreid.models.pretrained import IMAGENET_SOURCES
 from progreid.training.run import evaluate_untrained, train
 
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = IMAGENET_SOURCES["mobilenetv2"]
 
 #: Three short epochs of the CUHK01 baseline recipe at 128 x 64 without random erasing (which
 #: slows the first epochs), evaluated on one crop without flip to stay quick.
@@ -23,8 +20,7 @@ SHORT = ["train.epochs=3", "data.batches_per_epoch=20", "data.height=128", "data
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec(WEIGHTS.package) is None,
-                    reason=f"MobileNetV2 ImageNet weights not installed ({WEIGHTS.install})")
+@pytest.mark.usefixtures("mobilenetv2_weights")
 def test_short_pretrained_cuhk01_run_beats_off_the_shelf_features(cuhk01_root, tmp_path):
     cfg = load_config(REPO / "configs" / "cuhk01" / "baseline.yaml",
                       [f"data.root={cuhk01_root}", f"train.output_dir={tmp_path / 'run'}",

@@ -4,18 +4,15 @@ detections, tracked with the match threshold of a briefly trained model (skipped
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 from deploy_helpers import adjusted_rand_index, run_tracker_example
 
 from progreid.config import load_config
-from progreid.models.pretrained import IMAGENET_SOURCES
 from progreid.training.run import load_dataset, train
 
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = IMAGENET_SOURCES["mobilenetv2"]
 
 #: One short epoch of the CUHK01 baseline recipe at 128 x 64, one crop without flip.
 SHORT = ["train.epochs=1", "data.batches_per_epoch=20", "data.height=128", "data.erase_p=0.0",
@@ -33,8 +30,7 @@ def test_adjusted_rand_index():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec(WEIGHTS.package) is None,
-                    reason=f"MobileNetV2 ImageNet weights not installed ({WEIGHTS.install})")
+@pytest.mark.usefixtures("mobilenetv2_weights")
 def test_tracker_example_follows_cuhk01_people(cuhk01_root, tmp_path):
     cfg = load_config(REPO / "configs" / "cuhk01" / "baseline.yaml",
                       [f"data.root={cuhk01_root}", f"train.output_dir={tmp_path / 'run'}",

@@ -154,16 +154,24 @@ def query_blocks(num_query: int, num_gallery: int, chunk: int | None,
     return list(_chunks(num_query, chunk))
 
 
+def protocol_labels(labels: tuple, shape: tuple[int, int],
+                    device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``labels`` (query and gallery identities, then query and gallery cameras) checked against
+    the Q x G ``shape`` and made int64 tensors on ``device``."""
+    num_query, num_gallery = shape
+    names = ("query_pids", "gallery_pids", "query_camids", "gallery_camids")
+    return tuple(
+        as_ids(values, name, num_query if name.startswith("query") else num_gallery, device)
+        for name, values in zip(names, labels, strict=True))
+
+
 def _rank_all(block: Callable[[slice], torch.Tensor], shape: tuple[int, int],
               device: torch.device, labels: tuple, max_rank: int, chunk: int | None
               ) -> RankingResult:
     """Metrics of the Q x G distances that ``block(rows)`` gives ``chunk`` queries at a time;
     ``labels``: query and gallery identities, then query and gallery cameras."""
     num_query, num_gallery = shape
-    names = ("query_pids", "gallery_pids", "query_camids", "gallery_camids")
-    q_pids, g_pids, q_cams, g_cams = (
-        as_ids(values, name, num_query if name.startswith("query") else num_gallery, device)
-        for name, values in zip(names, labels, strict=True))
+    q_pids, g_pids, q_cams, g_cams = protocol_labels(labels, shape, device)
     acc = _Accumulator(Gallery(g_pids, g_cams), max_rank, device)
     for rows in query_blocks(num_query, num_gallery, chunk):
         acc.add(block(rows), q_pids[rows], q_cams[rows])

@@ -33,10 +33,9 @@ from progreid.evaluation.distance import (
     GalleryDistance,
     Metric,
     as_features,
-    as_ids,
     as_matrix,
 )
-from progreid.evaluation.ranking import query_blocks
+from progreid.evaluation.ranking import protocol_labels, query_blocks
 
 _BLOCK_ELEMENTS = 1 << 22  # distances read at a time (16 MB of float32)
 
@@ -81,10 +80,7 @@ def _calibrate(block: Callable[[slice], torch.Tensor], shape: tuple[int, int],
     """The threshold of the Q x G distances that ``block(rows)`` gives (see the module);
     ``labels``: query and gallery identities, then query and gallery cameras."""
     num_query, num_gallery = shape
-    names = ("query_pids", "gallery_pids", "query_camids", "gallery_camids")
-    q_pids, g_pids, q_cams, g_cams = (
-        as_ids(values, name, num_query if name.startswith("query") else num_gallery, device)
-        for name, values in zip(names, labels, strict=True))
+    q_pids, g_pids, q_cams, g_cams = protocol_labels(labels, shape, device)
     rows = query_blocks(num_query, num_gallery, chunk, _BLOCK_ELEMENTS)
 
     def kinds(r: slice) -> tuple[torch.Tensor, torch.Tensor]:
