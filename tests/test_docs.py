@@ -360,3 +360,17 @@ def test_readme_is_short_and_shows_the_two_commands_early() -> None:
     early = {" ".join(text.split()[:2]) for block in split_page(readme)[1] if block.lang in BASH
              for number, text in commands(block) if number <= README_COMMANDS_WITHIN}
     assert {"make demo", "make test"} <= early
+
+
+def test_every_figure_of_the_readme_results_is_in_the_accuracy_doc() -> None:
+    """The README's result tables are copies: each figure (``58.0 ± 1.2``, ``68.3``) stands in
+    docs/accuracy.md, which the accuracy benchmark and the measured runs write, so a figure
+    changed there and not here (or made up here) fails."""
+    readme = (ROOT / "README.md").read_text()
+    results = readme[readme.index("## Results"):readme.index("\n## ", readme.index("## Results")
+                                                               + 1)]
+    rows = [line for line in results.splitlines() if line.startswith("|")]
+    figures = {m for row in rows for m in re.findall(r"\d+\.\d(?: ± \d+\.\d)?", row)}
+    assert len(figures) >= 10, figures
+    accuracy = (ROOT / "docs" / "accuracy.md").read_text()
+    assert {figure for figure in figures if figure not in accuracy} == set()
