@@ -171,6 +171,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
                  f"data.p={args.batch // K}", f"data.k={K}", f"data.workers={args.workers}",
                  f"data.batches_per_epoch={args.steps}", "data.cache=true",
                  f"model.backbone={args.model}", f"model.width={args.model_width}",
+                 f"model.frozen_stride={args.frozen_stride}",
                  f"train.device={args.device}", f"train.compile={str(args.compile).lower()}",
                  f"train.amp={str(args.amp).lower()}",
                  "train.progress=false", f"train.output_dir={root / 'run'}"]
@@ -286,6 +287,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--identities", type=int, default=0,
                         help="training identities to generate (default: 2 batches' worth)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--frozen-stride", type=int, default=0, choices=[0, 2, 4, 8, 16],
+                        help="model.frozen_stride: keep the layers up to this stride fixed")
     parser.add_argument("--data", type=Path, default=None,
                         help="folder for the synthetic data (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")

@@ -79,6 +79,9 @@ class ModelConfig(Section):
         None, description="'imagenet' (the backbone's ImageNet weights) or a state dict file")
     bnneck: Bool | None = Field(
         None, description="BN neck; default: on for baseline, off for pla/mgn")
+    frozen_stride: Literal[0, 2, 4, 8, 16] = Field(
+        0, description="keep the pretrained weights of every backbone layer up to this output "
+                       "stride (0: train every layer)")
 
 
 class LossConfig(Section):

@@ -6,6 +6,7 @@ from torch import nn
 
 from progreid.models.backbones import BACKBONES, RESNETS, build_backbone
 from progreid.models.baseline import POOLINGS, Baseline
+from progreid.models.freeze import freeze_early_layers
 from progreid.models.init import check_backbone_args
 from progreid.models.mgn import MGN
 from progreid.models.pla import PLANet
@@ -49,7 +50,7 @@ def check_model(num_classes: int, name: str, backbone: str, width: float, last_s
 def build_model(num_classes: int, name: str = "baseline", backbone: str = "resnet50",
                 width: float = 1.0, last_stride: int = 1, pooling: str | None = None,
                 embedding_dim: int | None = None, pretrained: str | None = None,
-                bnneck: bool | None = None) -> nn.Module:
+                bnneck: bool | None = None, frozen_stride: int = 0) -> nn.Module:
     """A ReID network: in ``train()`` mode it returns a ModelOutput, in ``eval()`` the embedding.
 
     name: ``baseline`` (:class:`Baseline`), ``pla`` / ``pla_ce`` / ``pla_triplet`` (PLA Sec. 3.1
@@ -64,6 +65,8 @@ def build_model(num_classes: int, name: str = "baseline", backbone: str = "resne
     each of the 8 reduced features (default 256).
     pretrained: a local state dict file or ``"imagenet"``, loaded into the backbone before
     MGN copies it into its branches, so every branch starts from the same weights.
+    frozen_stride: the backbone's layers up to this output stride keep their weights
+    (:func:`~progreid.models.freeze.freeze_early_layers`); 0 trains every layer.
     """
     check_model(num_classes, name, backbone, width, last_stride, pooling, embedding_dim)
     default_pooling, default_bnneck = PAPER_DEFAULTS[name]
@@ -72,6 +75,7 @@ def build_model(num_classes: int, name: str = "baseline", backbone: str = "resne
     net = build_backbone(backbone, width=width, last_stride=last_stride)
     if pretrained is not None:
         load_pretrained(net, pretrained)
+    freeze_early_layers(net, frozen_stride)
     if name == "baseline":
         return Baseline(net, num_classes, pooling, embedding_dim, bnneck)
     if name == "mgn":
