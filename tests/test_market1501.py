@@ -71,7 +71,8 @@ def test_subset_options_keep_the_first_identities_and_every_distractor(market150
 #: The Market-1501 CPU recipe, short: 40 batches at 128 x 64 on 100 training identities without
 #: random erasing, evaluated on 60 test identities (263 queries; 3,869 gallery images with
 #: every distractor) on one view.
-SHORT = ["data.options={train_ids: 100, test_ids: 60}", "data.height=128", "data.erase_p=0.0",
+SHORT = ["data.options={train_ids: 100, test_ids: 60}", "data.height=128", "data.width=64",
+         "data.erase_p=0.0",
          "data.batches_per_epoch=20", "train.epochs=2", "train.checkpoint_every=2",
          "schedule.name=constant", "schedule.warmup_epochs=0", "data.cache=false",
          "eval.flip=false"]
