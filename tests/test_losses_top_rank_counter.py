@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from progreid.losses import top_rank_counter, top_rank_counter_values
+from progreid.losses import metric_term, top_rank_counter, top_rank_counter_values
+from progreid.losses.top_rank_counter import SATURATION, top_rank_counter_stats
 
 PK_LABELS = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
 IRREGULAR_LABELS = [3, 3, 8, 1, 3, 8, 5, 1, 1, 1]
@@ -134,3 +135,88 @@ def test_batch_without_pairs_gives_zero_and_zero_gradient(labels: list[int]) -> 
 def test_rejects_bad_parameters(params: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         top_rank_counter(torch.zeros(4, 2), torch.tensor([0, 0, 1, 1]), **params)
+
+
+# ----------------------------------------------------------------------------- feature scale
+
+def sphere(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Rows of ``x`` L2-normalised by plain arithmetic, times ``scale``."""
+    return torch.stack([row / math.sqrt(sum(v * v for v in row.tolist())) for row in x]) * scale
+
+
+@pytest.mark.parametrize("labels", [PK_LABELS, IRREGULAR_LABELS])
+@pytest.mark.parametrize("scale", [0.5, 1.0, 4.0])
+@pytest.mark.parametrize("phase", ["vanilla", "full"])
+def test_normalized_features_equal_reference_on_the_sphere(labels: list[int], scale: float,
+                                                           phase: str) -> None:
+    x = embed(labels, seed=7, scale=30.0)
+    loss = top_rank_counter(x, torch.tensor(labels), k=10.0, phase=phase, features="normalized",
+                            scale=scale)
+    expected = reference_trc(sphere(x.detach(), scale), labels, 10.0, phase)
+    assert loss.item() == pytest.approx(expected, rel=1e-10, abs=1e-300)
+
+
+@pytest.mark.parametrize("phase", ["vanilla", "full"])
+def test_normalized_loss_ignores_the_feature_norm(phase: str) -> None:
+    """On the sphere the loss cannot fall by shrinking or growing the embedding: it is the same
+    for c x, and its gradient has no component along any feature (Euler's theorem)."""
+    labels = torch.tensor(PK_LABELS)
+    x = embed(PK_LABELS, seed=8)
+    loss = top_rank_counter(x, labels, phase=phase, features="normalized", scale=2.0)
+    loss.backward()
+    for c in (0.01, 30.0):
+        scaled = top_rank_counter(x.detach() * c, labels, phase=phase, features="normalized",
+                                  scale=2.0)
+        assert scaled.item() == pytest.approx(loss.item(), rel=1e-12)
+    assert (x.grad * x.detach()).sum(dim=1).abs().max().item() < 1e-12
+    assert x.grad.abs().max().item() > 0
+
+
+def test_raw_scale_multiplies_k() -> None:
+    """On raw features S depends on k * scale * Delta: scaling every feature by 0.01 is k / 100."""
+    labels = torch.tensor(PK_LABELS)
+    x = embed(PK_LABELS, seed=9, scale=30.0)
+    assert top_rank_counter(x, labels, k=10.0, scale=0.01).item() == pytest.approx(
+        top_rank_counter(x, labels, k=0.1).item(), rel=1e-12)
+    assert top_rank_counter(x, labels, k=10.0, features="raw", scale=1.0).item() == (
+        top_rank_counter(x, labels).item())  # the defaults are the paper's plain TRC
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"features": "l2"}, "features"), ({"scale": 0.0}, "scale"), ({"scale": -1.0}, "scale"),
+    ({"scale": float("nan")}, "scale")])
+def test_rejects_bad_feature_scales(params: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        top_rank_counter(torch.ones(4, 2), torch.tensor([0, 0, 1, 1]), **params)
+    with pytest.raises(ValueError, match=match):
+        metric_term("top_rank_counter", params)
+
+
+def test_recipe_term_passes_features_and_scale() -> None:
+    term = metric_term("top_rank_counter", {"k": 10.0, "features": "normalized", "scale": 2.0})
+    x, labels = embed(PK_LABELS, seed=10), torch.tensor(PK_LABELS)
+    assert term(x, labels).item() == top_rank_counter(x, labels, 10.0, "full", "normalized",
+                                                      2.0).item()
+
+
+# ----------------------------------------------------------------------------- logging stats
+
+@pytest.mark.parametrize("labels", [PK_LABELS, IRREGULAR_LABELS, [0, 1, 2], [4, 4, 4]])
+@pytest.mark.parametrize("phase", ["vanilla", "full"])
+def test_stats_equal_reference(labels: list[int], phase: str) -> None:
+    x = embed(labels, seed=11, scale=0.4)
+    stats = top_rank_counter_stats(x, torch.tensor(labels), k=10.0, phase=phase)
+    pairs = reference_pairs(x, labels, 10.0)
+    assert stats.values.tolist() == pytest.approx([s for _, s in pairs], rel=1e-10)
+    assert stats.saturated.tolist() == [abs(10.0 * delta) >= SATURATION for delta, _ in pairs]
+    # per anchor with a pair: a pair the phase counts that is not saturated
+    n, rows, active = len(labels), x.tolist(), []
+    for a in range(n):
+        negatives = [math.dist(rows[a], rows[j]) for j in range(n) if labels[j] != labels[a]]
+        deltas = [math.dist(rows[a], rows[p]) - min(negatives) for p in range(n)
+                  if p != a and labels[p] == labels[a] and negatives]
+        if deltas:
+            active.append(any(abs(10.0 * d) < SATURATION and (phase == "full" or d >= 0)
+                              for d in deltas))
+    assert stats.active.tolist() == active
+    assert not stats.values.requires_grad

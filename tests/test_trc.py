@@ -155,7 +155,7 @@ def test_bad_setups_are_clear_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize("k", [1.0, 3.0, 10.0])
 def test_histogram_equals_reference_over_batches_and_features(k: float) -> None:
     generator = torch.Generator().manual_seed(int(k))
-    histogram = SHistogram(bins=7, k=k)
+    histogram = SHistogram(bins=7, term=TopRankCounter(k=k))
     values: list[float] = []
     for _ in range(2):
         labels = torch.randint(0, 4, (10,), generator=generator)
@@ -168,17 +168,55 @@ def test_histogram_equals_reference_over_batches_and_features(k: float) -> None:
     assert record["pairs"] == len(values)
     assert record["violations"] == sum(v >= 0.5 for v in values)
     assert record["edges"] == pytest.approx(np.linspace(0, 1, 8).tolist())
+    assert (record["k"], record["features"], record["scale"]) == (k, "raw", 1.0)
 
 
-def test_histogram_default_k_and_empty_epoch() -> None:
+def test_histogram_default_term_and_empty_epoch() -> None:
     features = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    histogram = SHistogram(bins=4)  # the loss's default k (10)
+    histogram = SHistogram(bins=4)  # the loss's defaults (k = 10, raw features)
     histogram.after_step(None, ModelOutput([], [features], features), labels)
     assert histogram.record()["counts"] == reference_histogram(
         reference_s_values(features.numpy(), labels.numpy(), 10.0), 4)
-    assert SHistogram(bins=3).record() == {"edges": pytest.approx([0, 1 / 3, 2 / 3, 1]),
-                                           "counts": [0, 0, 0], "pairs": 0, "violations": 0}
+    assert SHistogram(bins=3).record() == {
+        "edges": pytest.approx([0, 1 / 3, 2 / 3, 1]), "counts": [0, 0, 0], "pairs": 0,
+        "violations": 0, "saturated": 0, "anchors": 0, "active_anchors": 0,
+        "feature_norm": None, "k": 10.0, "features": "raw", "scale": 1.0}
+
+
+def test_histogram_counts_saturated_pairs_and_active_anchors_per_phase() -> None:
+    # Three identities on a line, k = 10; k Delta per anchor (one positive each):
+    # -2.5 (satisfied), 17.5 (violated, saturated), 2.5, 0 and 2.5 (violated), -5 (saturated).
+    x = torch.tensor([[0.0], [2.0], [2.25], [2.75], [3.25], [4.0]])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    expected = {"pairs": 6, "violations": 4, "saturated": 2, "anchors": 6}
+    for phase, active in (("vanilla", 3), ("full", 4)):
+        histogram = SHistogram(bins=2, term=TopRankCounter(phase=phase))
+        histogram.after_step(None, ModelOutput([], [x], x), labels)
+        record = histogram.record()
+        assert {key: record[key] for key in expected} == expected
+        assert record["active_anchors"] == active
+        assert record["feature_norm"] == pytest.approx(14.25 / 6)
+    # normalised, the points become -1 or +1: |k Delta| <= 2 k, nothing saturates at k = 1
+    histogram = SHistogram(bins=2, term=TopRankCounter(k=1.0, features="normalized"))
+    histogram.after_step(None, ModelOutput([], [x - 3.0], x), labels)
+    record = histogram.record()
+    assert (record["saturated"], record["active_anchors"], record["features"]) == (
+        0, 6, "normalized")
+
+
+def test_histogram_follows_the_stage_term(tmp_path: Path) -> None:
+    trainer = FakeTrainer(["trc.vanilla_epochs=1", "trc.full_epochs=1"])
+    term = TopRankCounter(k=10.0, features="normalized", scale=2.0)
+    run_trc(trainer, Objective(term, ce_weight=0.0), MetricsLog(tmp_path / "metrics.jsonl"),
+            {})
+    histograms = events(read_records(tmp_path), "trc_histogram")
+    normalized = F.normalize(trainer.features, dim=1) * 2.0
+    expected = reference_histogram(reference_s_values(normalized.numpy(),
+                                                      trainer.labels.numpy(), 10.0), 20)
+    assert [(r["phase"], r["features"], r["scale"]) for r in histograms] == [
+        ("vanilla", "normalized", 2.0), ("full", "normalized", 2.0)]
+    assert all(r["counts"] == expected for r in histograms)
 
 
 # ----------------------------------------------------------------------------- TRC-MGN terms

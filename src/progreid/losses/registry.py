@@ -72,11 +72,14 @@ class Quadruplet(_Term):
 
 @dataclass(frozen=True)
 class TopRankCounter(_Term):
-    """TRC Eq. 4-6 with sharpness k, over the pairs of ``phase`` (TRC Sec. IV)."""
+    """TRC Eq. 4-6 with sharpness k, over the pairs of ``phase`` (TRC Sec. IV), on ``raw``
+    features (the paper's) or ``normalized`` ones, times ``scale``."""
 
     loss = staticmethod(top_rank_counter)
     k: float = 10.0
     phase: Literal["vanilla", "full"] = "full"
+    features: Literal["raw", "normalized"] = "raw"
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
