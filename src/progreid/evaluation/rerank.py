@@ -32,11 +32,12 @@ from dataclasses import dataclass
 
 import torch
 
-from progreid.evaluation.distance import GalleryDistance, as_features, as_matrix
+from progreid.evaluation.distance import as_features, as_matrix
 
 _CHUNK_ELEMENTS = 1 << 24  # default: distances per chunk of rows (64 MB of float32)
 _PAIR_BUDGET = 1 << 22  # sparse products (query entry x gallery entry) handled at a time
 _SET_BUDGET = 1 << 22  # candidate set members built at a time
+_GROUP = 32  # entries per group minimum in the neighbour search's filters
 
 
 @dataclass
@@ -57,7 +58,10 @@ class _Sparse:
 
 
 class _DenseSource:
-    """Rows of d^2 (columns of the reference's concatenated matrix) from the three blocks."""
+    """Rows of d^2 (columns of the reference's concatenated matrix) from the three blocks,
+    which need not be symmetric: every row is read in full."""
+
+    symmetric = False
 
     def __init__(self, q_g, q_q, g_g) -> None:
         self.q_g = _distance_block(q_g, "q_g")
@@ -72,15 +76,16 @@ class _DenseSource:
         self.num_query, self.num_all = num_query, num_query + num_gallery
         self.device = self.q_g.device
 
-    def rows(self, start: int, stop: int) -> torch.Tensor:
-        """d^2 from every image to images start..stop-1, all on one side of the query split."""
+    def rows(self, start: int, stop: int, first: int = 0) -> torch.Tensor:
+        """d^2 from images first..N-1 to images start..stop-1 (all on one side of the query
+        split), as rows."""
         q = self.num_query
         if stop <= q:
             block = torch.cat([self.q_q[:, start:stop].T, self.q_g[start:stop]], 1)
         else:
             cols = slice(start - q, stop - q)
             block = torch.cat([self.q_g[:, cols].T, self.g_g[:, cols].T], 1)
-        return _square(block)
+        return _square(block[:, first:])
 
     def pairs(self, image: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """d^2 entry (other, image) of the concatenated matrix, for each pair."""
@@ -94,7 +99,13 @@ class _DenseSource:
 
 
 class _FeatureSource:
-    """Rows of d^2 computed from the query and gallery features, chunk by chunk."""
+    """Squared Euclidean distances between the query and gallery features, |x|^2 - 2 x.y +
+    |y|^2, as one matrix product of the features extended by their squared norm and 1:
+    [x, |x|^2, 1] . [-2 y, 1, |y|^2]. They are symmetric, so a block of rows is computed from
+    its first image on only; rounding can leave them slightly negative (near-duplicate
+    images), and the caller clamps what it keeps at 0."""
+
+    symmetric = True
 
     def __init__(self, query_features, gallery_features) -> None:
         query = as_features(query_features, "query_features")
@@ -102,16 +113,26 @@ class _FeatureSource:
         if query.shape[1] != gallery.shape[1]:
             raise ValueError(f"query features have dimension {query.shape[1]} but gallery "
                              f"features have {gallery.shape[1]}")
-        self.features = torch.cat([query, gallery])
-        self.distance = GalleryDistance(self.features, "euclidean", "features")
-        self.num_query, self.num_all = query.shape[0], self.features.shape[0]
+        features = torch.cat([query, gallery])
+        norms, ones = features.pow(2).sum(1, keepdim=True), torch.ones_like(features[:, :1])
+        self.left = torch.cat([features, norms, ones], 1)
+        self.right = torch.cat([features * -2.0, ones, norms], 1)
+        self.num_query, self.num_all = query.shape[0], features.shape[0]
         self.device = query.device
+        self._buffer = torch.empty(0, device=self.device)
 
-    def rows(self, start: int, stop: int) -> torch.Tensor:
-        return self.distance.squared(self.features[start:stop])
+    def rows(self, start: int, stop: int, first: int = 0) -> torch.Tensor:
+        """d^2 (unclamped) from images start..stop-1 (rows) to images first..N-1 (columns),
+        in a buffer that the next call reuses (a fresh block would be paged in each time)."""
+        shape = (stop - start, self.num_all - first)
+        if self._buffer.numel() < shape[0] * shape[1]:
+            self._buffer = torch.empty(shape[0] * shape[1], device=self.device)
+        block = self._buffer[:shape[0] * shape[1]].view(shape)
+        return torch.mm(self.left[start:stop], self.right[first:].T, out=block)
 
     def pairs(self, image: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        return self.distance.pairs(self.features[image], other).pow_(2)
+        """d^2 (unclamped) between each ``image`` and ``other``."""
+        return (self.left[image] * self.right[other]).sum(1)
 
 
 def _distance_block(values, name: str, device: torch.device | None = None) -> torch.Tensor:
@@ -128,37 +149,189 @@ def _square(dist: torch.Tensor) -> torch.Tensor:
     return (dist * dist).float()
 
 
-def _row_chunks(num_all: int, num_query: int, chunk: int) -> Iterator[slice]:
-    """Chunks of image indices that do not straddle the query / gallery split."""
-    for lo, hi in ((0, num_query), (num_query, num_all)):
-        for start in range(lo, hi, chunk):
-            yield slice(start, min(start + chunk, hi))
+def _row_chunks(source, chunk: int | None) -> Iterator[slice]:
+    """Blocks of images that do not straddle the query / gallery split: ``chunk`` rows each,
+    or (``None``) as many rows as keep a block of :meth:`rows` near ``_CHUNK_ELEMENTS``."""
+    num_all = source.num_all
+    for lo, hi in ((0, source.num_query), (source.num_query, num_all)):
+        start = lo
+        while start < hi:
+            width = num_all - (start if source.symmetric else 0)
+            stop = min(start + (chunk or max(1, _CHUNK_ELEMENTS // width)), hi)
+            yield slice(start, stop)
+            start = stop
 
 
-def _nearest(raw: torch.Tensor, peak: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k smallest entries of each row of M = ``raw / peak[:, None]``, ordered by (value,
-    index) as a stable argsort orders them: (indices, values).
+class _Candidates:
+    """For every image, the ``width`` smallest d^2 offered so far and their images, in order
+    of value (+inf and image N where fewer were offered), and ``bound``, the largest of them:
+    an offer above it can be dropped."""
 
-    ``topk`` on the raw rows picks the set (dividing by a positive number keeps the order and
-    can only create ties); a row whose k-th and (k+1)-th smallest values of M tie, so that the
-    set is decided by index, is normalised and sorted in full.
+    def __init__(self, num_all: int, width: int, device: torch.device) -> None:
+        self.num_all, self.width = num_all, width
+        self.val = torch.full((num_all, width), float("inf"), device=device)
+        self.idx = torch.full((num_all, width), num_all, dtype=torch.long, device=device)
+        self.bound = self.val[:, -1]
+
+    def offer(self, start: int, image: torch.Tensor, other: torch.Tensor,
+              value: torch.Tensor) -> None:
+        """Merge offers ``(image, other, d^2)`` (any order) into the lists of images
+        ``start``..N-1 (every ``image`` is one of them), with one radix sort by (image, value).
+        """
+        count, device = self.num_all - start, image.device
+        image = torch.cat([torch.arange(count, device=device)[:, None].expand(-1, self.width)
+                           .reshape(-1), image - start])
+        other = torch.cat([self.idx[start:].reshape(-1), other])
+        value = torch.cat([self.val[start:].reshape(-1), value.clamp(min=0.0)])
+        # the bits of a float32 >= 0 order as its value (the sign bit cleared for -0.0)
+        key, order = torch.sort(image << 31 | (value.view(torch.int32).long() & 0x7FFFFFFF))
+        sizes = torch.bincount(image, minlength=count)
+        rank = torch.arange(order.numel(), device=device) - (sizes.cumsum(0) - sizes)[key >> 31]
+        keep = order[rank < self.width]
+        self.val[start:] = value[keep].view(count, self.width)
+        self.idx[start:] = other[keep].view(count, self.width)
+
+
+def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """``torch.nonzero(mask.view(-1))`` of a contiguous bool tensor, scanning words of eight
+    entries first (several times faster when few are set)."""
+    flat = mask.view(-1)
+    whole = flat.numel() // 8 * 8
+    words = torch.nonzero(flat[:whole].view(torch.int64)).view(-1)
+    pos = (words[:, None] * 8 + torch.arange(8, device=mask.device)).view(-1)
+    return torch.cat([pos[flat[pos]], torch.nonzero(flat[whole:]).view(-1) + whole])
+
+
+def _group_size(extent: int, width: int) -> int:
+    """Entries per group for group minima: ``_GROUP``, or fewer so that a row of ``extent``
+    entries has at least ``width`` groups."""
+    return max(1, min(_GROUP, extent // width))
+
+
+def _row_entries(block: torch.Tensor, bound: torch.Tensor, width: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of the entries of ``block`` that may be among the width smallest of
+    their row, given ``bound``, an upper bound of each row's width-th smallest (+inf if
+    unknown): those at most the bound, lowered first to the width-th smallest minimum over
+    groups of consecutive entries (width entries are at most that large). Only the groups
+    whose minimum passes are read entry by entry."""
+    rows, extent = block.shape
+    group = _group_size(extent, width)
+    span = extent // group
+    groups = block[:, :span * group].view(rows, span, group)
+    minima = groups.amin(2)
+    if span >= width:
+        kth = torch.topk(minima, width, dim=1, largest=False, sorted=False).values.amax(1)
+        bound = torch.minimum(bound, kth)
+    row, grp = torch.nonzero(minima <= bound[:, None]).unbind(1)
+    hit, pos = torch.nonzero(groups[row, grp] <= bound[row, None]).unbind(1)
+    tail_row, tail_col = torch.nonzero(block[:, span * group:] <= bound[:, None]).unbind(1)
+    return (torch.cat([row[hit], tail_row]),
+            torch.cat([grp[hit] * group + pos, tail_col + span * group]))
+
+
+def _column_entries(block: torch.Tensor, bound: torch.Tensor, width: int, refine: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of the entries of ``block`` at most ``bound[column]``. With ``refine``,
+    the bound is first lowered to the width-th smallest minimum over groups of rows."""
+    rows, extent = block.shape
+    if refine:
+        group = _group_size(rows, width)
+        span = rows // group
+        if span >= width:
+            minima = block[:span * group].view(span, group, extent).amin(1)
+            kth = torch.topk(minima, width, dim=0, largest=False, sorted=False).values.amax(0)
+            bound = torch.minimum(bound, kth)
+    pos = _flat_nonzero(block <= bound)
+    return pos // extent, pos % extent
+
+
+def _column_max(block: torch.Tensor) -> torch.Tensor:
+    """``block.amax(0)``, reduced over groups of rows first (faster on CPU)."""
+    rows, extent = block.shape
+    whole = rows // _GROUP * _GROUP
+    peak = block[whole:].amax(0) if whole < rows else torch.full_like(block[0], -float("inf"))
+    if whole:
+        torch.maximum(peak, block[:whole].view(_GROUP, -1, extent).amax(0).amax(0), out=peak)
+    return peak
+
+
+def _strip_offers(block: torch.Tensor, rows: slice, first: int, candidates: _Candidates,
+                  symmetric: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a block of d^2 (images ``rows`` x images first..N-1) offers to the candidate
+    lists: (image, other, d^2). Each row offers its entries that can be among its width
+    smallest; in a symmetric source, so does each column right of the block, for its image
+    (with its list's bound refined on the block itself while the block has more rows than
+    the lists have seen images)."""
+    width = candidates.width
+    row, col = _row_entries(block, candidates.bound[rows], width)
+    offers = [(row + rows.start, col + first, block[row, col])]
+    if symmetric and rows.stop < candidates.num_all:
+        right = block[:, rows.stop - first:]
+        refine = rows.start < rows.stop - rows.start
+        row, col = _column_entries(right, candidates.bound[rows.stop:], width, refine)
+        offers.append((col + rows.stop, row + rows.start, right[row, col]))
+    image, other, value = (torch.cat(part) for part in zip(*offers, strict=True))
+    return image, other, value
+
+
+def _neighbour_search(source, k: int, chunk: int | None, out: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One pass over the rows of d^2: the neighbour lists (:func:`_nearest`) of every image,
+    its column maximum, and M on the query x gallery block written into ``out``.
+
+    A symmetric source computes each block of rows from its first image on (the upper
+    triangle: half the products) and offers the block's columns right of it to the candidate
+    lists of the later images, whose column maxima it updates too; so every image's list
+    and maximum are complete once its own block is done.
     """
-    if k >= raw.shape[1]:
-        rows = raw / peak[:, None]
-        index = torch.sort(rows, dim=1, stable=True).indices
-        return index, rows.gather(1, index)
-    values, index = torch.topk(raw, k + 1, dim=1, largest=False, sorted=True)
-    values = values / peak[:, None]
-    tied = values[:, k - 1] == values[:, k]
-    index = torch.sort(index[:, :k], dim=1).values
-    values = raw.gather(1, index) / peak[:, None]
-    order = torch.sort(values, dim=1, stable=True).indices
-    index, values = index.gather(1, order), values.gather(1, order)
-    if bool(tied.any()):
-        rows = raw[tied] / peak[tied, None]
-        index[tied] = torch.sort(rows, dim=1, stable=True).indices[:, :k]
-        values[tied] = rows.gather(1, index[tied])
-    return index, values
+    num_all, num_query, device = source.num_all, source.num_query, source.device
+    candidates = _Candidates(num_all, min(k + 1, num_all), device)
+    col_max = torch.zeros(num_all, dtype=torch.float32, device=device)
+    for rows in _row_chunks(source, chunk):
+        first = rows.start if source.symmetric else 0
+        block = source.rows(rows.start, rows.stop, first)
+        candidates.offer(rows.start, *_strip_offers(block, rows, first, candidates,
+                                                    source.symmetric))
+        peak = block.amax(1)
+        if source.symmetric:
+            torch.maximum(peak, col_max[rows], out=peak)
+            if rows.stop < num_all:
+                torch.maximum(col_max[rows.stop:], _column_max(block[:, rows.stop - first:]),
+                              out=col_max[rows.stop:])
+        if not bool((peak > 0).all()):
+            image = rows.start + int(torch.nonzero(peak <= 0)[0])
+            raise ValueError(f"all distances from image {image} are zero; the reference's "
+                             "normalisation by the column maximum is undefined")
+        col_max[rows] = peak
+        if rows.stop <= num_query:
+            torch.div(block[:, num_query - first:], peak[:, None], out=out[rows]).clamp_(min=0.0)
+    neighbours, near_dist = _nearest(source, candidates, col_max, k)
+    return neighbours, near_dist, col_max
+
+
+def _nearest(source, candidates: _Candidates, col_max: torch.Tensor, k: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k smallest entries of each row of M = d^2 / ``col_max[:, None]``, ordered by
+    (value, index) as a stable argsort orders them: (indices, values).
+
+    The candidate lists hold the k + 1 smallest d^2 of each row (all N when k = N); dividing
+    by a positive number keeps their order but can create ties, so a row whose k-th and
+    (k+1)-th values of M tie (its set is decided by index among values not all listed) is
+    sorted in full, from its row of d^2.
+    """
+    idx, pos = torch.sort(candidates.idx, dim=1)
+    values = candidates.val.gather(1, pos) / col_max[:, None]
+    values, order = torch.sort(values, dim=1, stable=True)
+    idx = idx.gather(1, order)
+    if idx.shape[1] > k:
+        tied = torch.nonzero(values[:, k - 1] == values[:, k]).view(-1).tolist()
+        idx, values = idx[:, :k].contiguous(), values[:, :k].contiguous()
+        for image in tied:
+            row = source.rows(image, image + 1)[0].clamp_(min=0.0) / col_max[image]
+            idx[image] = torch.sort(row, stable=True).indices[:k]
+            values[image] = row[idx[image]]
+    return idx, values
 
 
 def _pair_keys(image: torch.Tensor, other: torch.Tensor, num_all: int) -> torch.Tensor:
@@ -216,7 +389,8 @@ def _original(source, image: torch.Tensor, other: torch.Tensor, known_keys: torc
     value = torch.where(found, known_val[pos], 0.0)
     missing = ~found
     if bool(missing.any()):
-        value[missing] = source.pairs(image[missing], other[missing]) / col_max[image[missing]]
+        value[missing] = (source.pairs(image[missing], other[missing]).clamp_(min=0.0)
+                          / col_max[image[missing]])
     return value
 
 
@@ -301,27 +475,11 @@ def _re_rank(source, k1: int, k2: int, lambda_value: float, chunk: int | None) -
     if num_query == 0 or num_query == num_all:
         raise ValueError(f"re-ranking needs queries and gallery images, got {num_query} "
                          f"queries and {num_all - num_query} gallery images")
-    if chunk is None:
-        chunk = max(1, _CHUNK_ELEMENTS // num_all)
-    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk must be a positive number of rows, got {chunk!r}")
     k = min(num_all, max(k1 + 1, k2))
-    device = source.device
-    out = torch.empty(num_query, num_all - num_query, dtype=torch.float32, device=device)
-    neighbours = torch.empty(num_all, k, dtype=torch.long, device=device)
-    near_dist = torch.empty(num_all, k, dtype=torch.float32, device=device)
-    col_max = torch.empty(num_all, dtype=torch.float32, device=device)
-    for rows in _row_chunks(num_all, num_query, chunk):
-        block = source.rows(rows.start, rows.stop)
-        peak = block.amax(1)
-        if not bool((peak > 0).all()):
-            image = rows.start + int(torch.nonzero(peak <= 0)[0])
-            raise ValueError(f"all distances from image {image} are zero; the reference's "
-                             "normalisation by the column maximum is undefined")
-        col_max[rows] = peak
-        if rows.stop <= num_query:
-            torch.div(block[:, num_query:], peak[:, None], out=out[rows])
-        neighbours[rows], near_dist[rows] = _nearest(block, peak, k)
+    out = torch.empty(num_query, num_all - num_query, dtype=torch.float32, device=source.device)
+    neighbours, near_dist, col_max = _neighbour_search(source, k, chunk, out)
     v = _encodings(source, neighbours, near_dist, col_max, k1)
     if k2 != 1:
         v = _expand(v, neighbours[:, :min(k2, num_all)])
