@@ -62,10 +62,9 @@ def test_duplicate_features_ties_broken_by_index():
 
 
 def test_small_work_budgets_give_the_same_result(monkeypatch):
-    """Sets, query expansion and Jaccard sums split into many pieces."""
+    """Neighbour search and Jaccard sums split into many pieces."""
     query, gallery = clustered(20, 70, seed=4)
     expected = dense_re_ranking(*blocks(query, gallery))
-    monkeypatch.setattr(rerank, "_SET_BUDGET", 500)
     monkeypatch.setattr(rerank, "_PAIR_BUDGET", 300)
     np.testing.assert_allclose(re_rank_features(query, gallery, chunk=9), expected, rtol=0,
                                atol=1e-5)

@@ -27,6 +27,7 @@ the number of images, the lists hold all images, as the reference's slices do.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -36,7 +37,6 @@ from progreid.evaluation.distance import as_features, as_matrix
 
 _CHUNK_ELEMENTS = 1 << 24  # default: distances per chunk of rows (64 MB of float32)
 _PAIR_BUDGET = 1 << 22  # sparse products (query entry x gallery entry) handled at a time
-_SET_BUDGET = 1 << 22  # candidate set members built at a time
 _GROUP = 32  # entries per group minimum in the neighbour search's filters
 
 
@@ -131,8 +131,10 @@ class _FeatureSource:
         return torch.mm(self.left[start:stop], self.right[first:].T, out=block)
 
     def pairs(self, image: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        """d^2 (unclamped) between each ``image`` and ``other``."""
-        return (self.left[image] * self.right[other]).sum(1)
+        """d^2 (unclamped) between each ``image`` and ``other`` (a few thousand pairs at a
+        time: small temporaries)."""
+        return torch.cat([(self.left[image[i:i + 4096]] * self.right[other[i:i + 4096]]).sum(1)
+                          for i in range(0, image.numel(), 4096)])
 
 
 def _distance_block(values, name: str, device: torch.device | None = None) -> torch.Tensor:
@@ -165,24 +167,39 @@ def _row_chunks(source, chunk: int | None) -> Iterator[slice]:
 class _Candidates:
     """For every image, the ``width`` smallest d^2 offered so far and their images, in order
     of value (+inf and image N where fewer were offered), and ``bound``, the largest of them:
-    an offer above it can be dropped."""
+    an offer above it can be dropped. Offers are queued and merged in batches (one radix
+    sort of the queue and the lists it touches), so a bound can be looser than the queue
+    makes it until :meth:`merge` runs."""
 
     def __init__(self, num_all: int, width: int, device: torch.device) -> None:
         self.num_all, self.width = num_all, width
         self.val = torch.full((num_all, width), float("inf"), device=device)
         self.idx = torch.full((num_all, width), num_all, dtype=torch.long, device=device)
         self.bound = self.val[:, -1]
+        self._queue: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._queued = 0
 
-    def offer(self, start: int, image: torch.Tensor, other: torch.Tensor,
-              value: torch.Tensor) -> None:
-        """Merge offers ``(image, other, d^2)`` (any order) into the lists of images
-        ``start``..N-1 (every ``image`` is one of them), with one radix sort by (image, value).
-        """
+    def offer(self, image: torch.Tensor, other: torch.Tensor, value: torch.Tensor) -> None:
+        """Queue offers ``(image, other, d^2)``; merge once they outnumber half the lists'
+        entries."""
+        self._queue.append((image, other, value.clamp(min=0.0)))
+        self._queued += image.numel()
+        if 2 * self._queued > self.val.numel():
+            self.merge()
+
+    def merge(self) -> None:
+        """Merge the queued offers into the lists: sort the offers and the lists from the
+        first image offered on by (image, value), keep the first ``width`` of each image."""
+        if not self._queued:
+            return
+        image, other, value = (torch.cat(part) for part in zip(*self._queue, strict=True))
+        self._queue, self._queued = [], 0
+        start = int(image.min())
         count, device = self.num_all - start, image.device
         image = torch.cat([torch.arange(count, device=device)[:, None].expand(-1, self.width)
                            .reshape(-1), image - start])
         other = torch.cat([self.idx[start:].reshape(-1), other])
-        value = torch.cat([self.val[start:].reshape(-1), value.clamp(min=0.0)])
+        value = torch.cat([self.val[start:].reshape(-1), value])
         # the bits of a float32 >= 0 order as its value (the sign bit cleared for -0.0)
         key, order = torch.sort(image << 31 | (value.view(torch.int32).long() & 0x7FFFFFFF))
         sizes = torch.bincount(image, minlength=count)
@@ -204,8 +221,9 @@ def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
 
 def _group_size(extent: int, width: int) -> int:
     """Entries per group for group minima: ``_GROUP``, or fewer so that a row of ``extent``
-    entries has at least ``width`` groups."""
-    return max(1, min(_GROUP, extent // width))
+    entries has 4 * ``width`` groups at least (then the width-th smallest group minimum is
+    close to the width-th smallest entry), but one at least."""
+    return max(1, min(_GROUP, extent // (4 * width)))
 
 
 def _row_entries(block: torch.Tensor, bound: torch.Tensor, width: int
@@ -231,9 +249,10 @@ def _row_entries(block: torch.Tensor, bound: torch.Tensor, width: int
 
 
 def _column_entries(block: torch.Tensor, bound: torch.Tensor, width: int, refine: bool
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, column) of the entries of ``block`` at most ``bound[column]``. With ``refine``,
-    the bound is first lowered to the width-th smallest minimum over groups of rows."""
+                    ) -> torch.Tensor:
+    """Flat positions in ``block`` (contiguous) of its entries at most ``bound[column]``.
+    With ``refine``, the bound is first lowered to the width-th smallest minimum over groups
+    of consecutive rows (width entries of the column are at most that large)."""
     rows, extent = block.shape
     if refine:
         group = _group_size(rows, width)
@@ -242,17 +261,16 @@ def _column_entries(block: torch.Tensor, bound: torch.Tensor, width: int, refine
             minima = block[:span * group].view(span, group, extent).amin(1)
             kth = torch.topk(minima, width, dim=0, largest=False, sorted=False).values.amax(0)
             bound = torch.minimum(bound, kth)
-    pos = _flat_nonzero(block <= bound)
-    return pos // extent, pos % extent
+    return _flat_nonzero(block <= bound)
 
 
 def _column_max(block: torch.Tensor) -> torch.Tensor:
-    """``block.amax(0)``, reduced over groups of rows first (faster on CPU)."""
+    """``block.amax(0)``, through maxima over groups of 8 consecutive rows (faster on CPU)."""
     rows, extent = block.shape
-    whole = rows // _GROUP * _GROUP
-    peak = block[whole:].amax(0) if whole < rows else torch.full_like(block[0], -float("inf"))
+    whole = rows // 8 * 8
+    peak = block[whole:].amax(0) if whole < rows else block[0].clone()
     if whole:
-        torch.maximum(peak, block[:whole].view(_GROUP, -1, extent).amax(0).amax(0), out=peak)
+        torch.maximum(peak, block[:whole].view(-1, 8, extent).amax(1).amax(0), out=peak)
     return peak
 
 
@@ -267,10 +285,12 @@ def _strip_offers(block: torch.Tensor, rows: slice, first: int, candidates: _Can
     row, col = _row_entries(block, candidates.bound[rows], width)
     offers = [(row + rows.start, col + first, block[row, col])]
     if symmetric and rows.stop < candidates.num_all:
-        right = block[:, rows.stop - first:]
-        refine = rows.start < rows.stop - rows.start
-        row, col = _column_entries(right, candidates.bound[rows.stop:], width, refine)
-        offers.append((col + rows.stop, row + rows.start, right[row, col]))
+        # columns up to the block's last row hold no column offers (bound -inf)
+        bound = torch.cat([torch.full((rows.stop - first,), -float("inf"), device=block.device),
+                           candidates.bound[rows.stop:]])
+        pos = _column_entries(block, bound, width, rows.start < rows.stop - rows.start)
+        offers.append((pos % block.shape[1] + first, pos // block.shape[1] + rows.start,
+                       block.view(-1)[pos]))
     image, other, value = (torch.cat(part) for part in zip(*offers, strict=True))
     return image, other, value
 
@@ -291,8 +311,7 @@ def _neighbour_search(source, k: int, chunk: int | None, out: torch.Tensor
     for rows in _row_chunks(source, chunk):
         first = rows.start if source.symmetric else 0
         block = source.rows(rows.start, rows.stop, first)
-        candidates.offer(rows.start, *_strip_offers(block, rows, first, candidates,
-                                                    source.symmetric))
+        candidates.offer(*_strip_offers(block, rows, first, candidates, source.symmetric))
         peak = block.amax(1)
         if source.symmetric:
             torch.maximum(peak, col_max[rows], out=peak)
@@ -306,6 +325,7 @@ def _neighbour_search(source, k: int, chunk: int | None, out: torch.Tensor
         col_max[rows] = peak
         if rows.stop <= num_query:
             torch.div(block[:, num_query - first:], peak[:, None], out=out[rows]).clamp_(min=0.0)
+    candidates.merge()
     neighbours, near_dist = _nearest(source, candidates, col_max, k)
     return neighbours, near_dist, col_max
 
@@ -344,54 +364,53 @@ def _contains(sorted_keys: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tens
     return sorted_keys[pos] == keys, pos
 
 
+def _reciprocal(lists: torch.Tensor) -> torch.Tensor:
+    """For each entry c of row p of ``lists`` (neighbour lists), whether p is in row c too:
+    the k-reciprocal test (Eq. 4 of the paper)."""
+    num_all = lists.shape[0]
+    ids = torch.arange(num_all, device=lists.device)[:, None]
+    keys = torch.sort(_pair_keys(ids, lists, num_all).view(-1)).values
+    return _contains(keys, _pair_keys(lists, ids, num_all))[0]
+
+
 def _encodings(source, neighbours: torch.Tensor, near_dist: torch.Tensor,
                col_max: torch.Tensor, k1: int) -> _Sparse:
-    """Sparse V: exp(-M) on the expanded k1-reciprocal set of every image, rows summing to 1."""
+    """Sparse V (Eq. 7 and 10): exp(-M) on the expanded k1-reciprocal set R* of every image,
+    rows summing to 1.
+
+    R(p) are the images c of p's k1 + 1 nearest that have p among theirs; R*(p) adds R(c) at
+    k1/2 of each c in R(p) that shares more than 2/3 of its images with R(p) (Eq. 6). The
+    sets are handled as sorted pair keys p * N + c: one entry per (p, c in R(p), member of
+    R(c) at k1/2) for the shared counts, one per member of R*(p) for V.
+    """
     num_all, device = source.num_all, source.device
-    ids = torch.arange(num_all, device=device)
     forward = neighbours[:, :min(k1 + 1, num_all)]
     half = neighbours[:, :min(round(k1 / 2) + 1, num_all)]  # as np.around: half to even
+    ids = torch.arange(num_all, device=device)
     known_keys, known_pos = torch.sort(_pair_keys(ids[:, None], neighbours, num_all).view(-1))
-    known_val = near_dist.view(-1)[known_pos]
-    forward_keys = torch.sort(_pair_keys(ids[:, None], forward, num_all).view(-1)).values
-    half_keys = torch.sort(_pair_keys(ids[:, None], half, num_all).view(-1)).values
-    reciprocal = _contains(forward_keys, _pair_keys(forward, ids[:, None], num_all))[0]
-    half_reciprocal = _contains(half_keys, _pair_keys(half, ids[:, None], num_all))[0]
-    recip_keys = torch.sort(_pair_keys(ids[:, None], forward, num_all)[reciprocal]).values
-    width = forward.shape[1] * (1 + half.shape[1])
-    parts = []
-    for start in range(0, num_all, max(1, _SET_BUDGET // width)):
-        rows = slice(start, min(start + max(1, _SET_BUDGET // width), num_all))
-        image, fwd, rec = ids[rows], forward[rows], reciprocal[rows]
-        cand_sets, cand_mask = half[fwd], half_reciprocal[fwd]  # R(c, k1/2) of each neighbour c
-        shared = cand_mask & _contains(
-            recip_keys, _pair_keys(image[:, None, None], cand_sets, num_all))[0]
-        grows = rec & (shared.sum(2).double() > (2.0 / 3.0) * cand_mask.sum(2).double())
-        members = torch.cat([torch.where(rec, fwd, num_all),
-                             torch.where(grows[:, :, None] & cand_mask, cand_sets,
-                                         num_all).flatten(1)], 1)
-        members = torch.sort(members, dim=1).values
-        first = torch.ones_like(members, dtype=torch.bool)
-        first[:, 1:] = members[:, 1:] != members[:, :-1]
-        keep = first & (members != num_all)
-        row, col = image[:, None].expand_as(members)[keep], members[keep]
-        parts.append((row, col, _original(source, row, col, known_keys, known_val, col_max)))
-    row, col, dist = (torch.cat(p) for p in zip(*parts, strict=True))
+    half_reciprocal = _reciprocal(half)
+    image, slot = torch.nonzero(_reciprocal(forward)).unbind(1)  # R(p): (p, c) by p
+    cand = forward[image, slot]
+    recip_keys = torch.sort(_pair_keys(image, cand, num_all)).values
+    owner, member_slot = torch.nonzero(half_reciprocal[cand]).unbind(1)  # R(c) at k1/2
+    member = half[cand[owner], member_slot]
+    member_keys = _pair_keys(image[owner], member, num_all)
+    inside = _contains(recip_keys, member_keys)[0]  # member of R(c) at k1/2 in R(p)
+    shared = torch.bincount(owner[inside], minlength=cand.numel())
+    size = half_reciprocal.sum(1)[cand]
+    grows = shared.double() > (2.0 / 3.0) * size.double()
+    keys = torch.sort(torch.cat([recip_keys, member_keys[grows[owner] & ~inside]])).values
+    keys = keys[torch.cat([keys[:1] >= 0, keys[1:] != keys[:-1]])]  # unique, sorted
+    row, col = keys // num_all, keys % num_all
+    found, pos = _contains(known_keys, keys)
+    dist = torch.where(found, near_dist.view(-1)[known_pos[pos]], 0.0)
+    if not bool(found.all()):
+        missing = ~found
+        dist[missing] = (source.pairs(row[missing], col[missing]).clamp_(min=0.0)
+                         / col_max[row[missing]])
     weight = torch.exp(-dist)
     total = torch.zeros(num_all, dtype=weight.dtype, device=device).index_add_(0, row, weight)
     return _Sparse.from_sorted(row, col, weight / total[row], num_all)
-
-
-def _original(source, image: torch.Tensor, other: torch.Tensor, known_keys: torch.Tensor,
-              known_val: torch.Tensor, col_max: torch.Tensor) -> torch.Tensor:
-    """M[image, other]: from the neighbour lists where present, else from the source."""
-    found, pos = _contains(known_keys, _pair_keys(image, other, source.num_all))
-    value = torch.where(found, known_val[pos], 0.0)
-    missing = ~found
-    if bool(missing.any()):
-        value[missing] = (source.pairs(image[missing], other[missing]).clamp_(min=0.0)
-                          / col_max[image[missing]])
-    return value
 
 
 def _segments(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -415,20 +434,24 @@ def _budget_chunks(cost: torch.Tensor, budget: int, max_rows: int) -> Iterator[s
 
 
 def _expand(v: _Sparse, nearest: torch.Tensor) -> _Sparse:
-    """Local query expansion: each row becomes the mean of the rows of its k2 nearest images."""
+    """Local query expansion (Eq. 11): each row of V becomes the mean of the rows of its
+    image's k2 nearest images, as the sparse product S V / k2, where row p of S selects the
+    images of ``nearest[p]``. The columns of a result row come in no particular order."""
     num_all, k2 = nearest.shape
-    degree = v.rowptr[1:] - v.rowptr[:-1]
-    parts = []
-    for rows in _budget_chunks(degree[nearest].sum(1), _PAIR_BUDGET, num_all):
-        sources = nearest[rows].reshape(-1)
-        owner, pos = _segments(v.rowptr[sources], degree[sources])
-        image = torch.arange(rows.start, rows.stop, device=v.row.device).repeat_interleave(k2)
-        keys, inverse = torch.unique(_pair_keys(image[owner], v.col[pos], num_all), sorted=True,
-                                     return_inverse=True)
-        total = torch.zeros(keys.numel(), dtype=v.val.dtype, device=keys.device)
-        parts.append((keys, total.index_add_(0, inverse, v.val[pos]) / k2))
-    keys, val = (torch.cat(p) for p in zip(*parts, strict=True))
-    return _Sparse.from_sorted(keys // num_all, keys % num_all, val, num_all)
+    device = v.val.device
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta state")
+        select = torch.sparse_csr_tensor(
+            torch.arange(0, num_all * k2 + 1, k2, device=device),
+            torch.sort(nearest, dim=1).values.view(-1),
+            torch.ones(num_all * k2, dtype=v.val.dtype, device=device),
+            (num_all, num_all), check_invariants=False)
+        encodings = torch.sparse_csr_tensor(v.rowptr, v.col, v.val, (num_all, num_all),
+                                            check_invariants=False)
+        product = torch.sparse.mm(select, encodings)
+    rowptr = product.crow_indices()
+    row = torch.repeat_interleave(torch.arange(num_all, device=device), rowptr.diff())
+    return _Sparse(row, product.col_indices(), product.values() / k2, rowptr)
 
 
 def _jaccard_mix(v: _Sparse, out: torch.Tensor, lambda_value: float) -> None:
