@@ -76,16 +76,29 @@ class _DenseSource:
         self.num_query, self.num_all = num_query, num_query + num_gallery
         self.device = self.q_g.device
 
-    def rows(self, start: int, stop: int, first: int = 0) -> torch.Tensor:
+    def rows(self, start: int, stop: int, first: int = 0,
+             out: torch.Tensor | None = None) -> torch.Tensor:
         """d^2 from images first..N-1 to images start..stop-1 (all on one side of the query
-        split), as rows."""
+        split), as rows (in ``out`` if given)."""
         q = self.num_query
         if stop <= q:
             block = torch.cat([self.q_q[:, start:stop].T, self.q_g[start:stop]], 1)
         else:
             cols = slice(start - q, stop - q)
             block = torch.cat([self.q_g[:, cols].T, self.g_g[:, cols].T], 1)
-        return _square(block[:, first:])
+        block = _square(block[:, first:])
+        return block if out is None else out.copy_(block)
+
+    def rows_of(self, images: torch.Tensor) -> torch.Tensor:
+        """Full rows of d^2 (as :meth:`rows`) of any ``images``."""
+        q = self.num_query
+        block = torch.empty(images.numel(), self.num_all, dtype=self.q_g.dtype,
+                            device=self.device)
+        query, gallery = images < q, images >= q
+        block[query] = torch.cat([self.q_q[:, images[query]].T, self.q_g[images[query]]], 1)
+        cols = images[gallery] - q
+        block[gallery] = torch.cat([self.q_g[:, cols].T, self.g_g[:, cols].T], 1)
+        return _square(block)
 
     def pairs(self, image: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """d^2 entry (other, image) of the concatenated matrix, for each pair."""
@@ -119,16 +132,16 @@ class _FeatureSource:
         self.right = torch.cat([features * -2.0, ones, norms], 1)
         self.num_query, self.num_all = query.shape[0], features.shape[0]
         self.device = query.device
-        self._buffer = torch.empty(0, device=self.device)
 
-    def rows(self, start: int, stop: int, first: int = 0) -> torch.Tensor:
+    def rows(self, start: int, stop: int, first: int = 0,
+             out: torch.Tensor | None = None) -> torch.Tensor:
         """d^2 (unclamped) from images start..stop-1 (rows) to images first..N-1 (columns),
-        in a buffer that the next call reuses (a fresh block would be paged in each time)."""
-        shape = (stop - start, self.num_all - first)
-        if self._buffer.numel() < shape[0] * shape[1]:
-            self._buffer = torch.empty(shape[0] * shape[1], device=self.device)
-        block = self._buffer[:shape[0] * shape[1]].view(shape)
-        return torch.mm(self.left[start:stop], self.right[first:].T, out=block)
+        in ``out`` if given."""
+        return torch.mm(self.left[start:stop], self.right[first:].T, out=out)
+
+    def rows_of(self, images: torch.Tensor) -> torch.Tensor:
+        """Full rows of d^2 (unclamped) of any ``images``."""
+        return torch.mm(self.left[images], self.right.T)
 
     def pairs(self, image: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """d^2 (unclamped) between each ``image`` and ``other`` (a few thousand pairs at a
@@ -308,9 +321,13 @@ def _neighbour_search(source, k: int, chunk: int | None, out: torch.Tensor
     num_all, num_query, device = source.num_all, source.num_query, source.device
     candidates = _Candidates(num_all, min(k + 1, num_all), device)
     col_max = torch.zeros(num_all, dtype=torch.float32, device=device)
-    for rows in _row_chunks(source, chunk):
-        first = rows.start if source.symmetric else 0
-        block = source.rows(rows.start, rows.stop, first)
+    blocks = [(rows, rows.start if source.symmetric else 0) for rows in _row_chunks(source, chunk)]
+    # one buffer for all blocks: a fresh one would be paged in every time
+    buffer = torch.empty(max((r.stop - r.start) * (num_all - f) for r, f in blocks),
+                         device=device)
+    for rows, first in blocks:
+        shape = (rows.stop - rows.start, num_all - first)
+        block = source.rows(rows.start, rows.stop, first, buffer[:shape[0] * shape[1]].view(shape))
         candidates.offer(*_strip_offers(block, rows, first, candidates, source.symmetric))
         peak = block.amax(1)
         if source.symmetric:
@@ -345,12 +362,12 @@ def _nearest(source, candidates: _Candidates, col_max: torch.Tensor, k: int
     values, order = torch.sort(values, dim=1, stable=True)
     idx = idx.gather(1, order)
     if idx.shape[1] > k:
-        tied = torch.nonzero(values[:, k - 1] == values[:, k]).view(-1).tolist()
+        tied = torch.nonzero(values[:, k - 1] == values[:, k]).view(-1)
         idx, values = idx[:, :k].contiguous(), values[:, :k].contiguous()
-        for image in tied:
-            row = source.rows(image, image + 1)[0].clamp_(min=0.0) / col_max[image]
-            idx[image] = torch.sort(row, stable=True).indices[:k]
-            values[image] = row[idx[image]]
+        for images in tied.split(max(1, _CHUNK_ELEMENTS // col_max.numel())):
+            rows = source.rows_of(images).clamp_(min=0.0) / col_max[images, None]
+            idx[images] = torch.sort(rows, dim=1, stable=True).indices[:, :k]
+            values[images] = rows.gather(1, idx[images])
     return idx, values
 
 
