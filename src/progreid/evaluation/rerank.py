@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +43,7 @@ _GROUP = 32  # entries per group minimum in the neighbour search's filters
 
 @dataclass
 class _Sparse:
-    """Rows of the encodings V in coordinate form, sorted by (row, column), with row offsets."""
+    """Rows of the encodings V in coordinate form, sorted by row, with row offsets."""
 
     row: torch.Tensor
     col: torch.Tensor
@@ -381,45 +382,78 @@ def _contains(sorted_keys: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tens
     return sorted_keys[pos] == keys, pos
 
 
+def _transposed(keys: torch.Tensor, num_all: int) -> torch.Tensor:
+    """Pair keys p * N + c as c * N + p."""
+    return keys % num_all * num_all + keys // num_all
+
+
 def _reciprocal(lists: torch.Tensor) -> torch.Tensor:
-    """For each entry c of row p of ``lists`` (neighbour lists), whether p is in row c too:
-    the k-reciprocal test (Eq. 4 of the paper)."""
+    """Sorted pair keys p * N + c of the k-reciprocal neighbours of every image p,
+    R(p, k) = {c in N(p, k) : p in N(c, k)}, where N(p, k) is row p of ``lists``."""
     num_all = lists.shape[0]
     ids = torch.arange(num_all, device=lists.device)[:, None]
     keys = torch.sort(_pair_keys(ids, lists, num_all).view(-1)).values
-    return _contains(keys, _pair_keys(lists, ids, num_all))[0]
+    return keys[_contains(keys, _transposed(keys, num_all))[0]]
+
+
+@contextmanager
+def _sparse_csr():
+    """torch warns once that its sparse CSR support is beta; the CSR x CSR products used
+    here (MKL on CPU, cuSPARSE on CUDA) are plain and checked by the tests."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta state")
+        yield
+
+
+def _csr(keys: torch.Tensor, num_all: int, val: torch.Tensor | None = None) -> torch.Tensor:
+    """N x N sparse CSR matrix with entries ``val`` (default 1) at the sorted, distinct pair
+    keys row * N + column (torch's CSR invariants: columns sorted within a row)."""
+    rowptr = torch.zeros(num_all + 1, dtype=torch.long, device=keys.device)
+    rowptr[1:] = torch.bincount(keys // num_all, minlength=num_all).cumsum(0)
+    if val is None:
+        val = torch.ones(keys.numel(), device=keys.device)
+    return torch.sparse_csr_tensor(rowptr, keys % num_all, val, (num_all, num_all),
+                                   check_invariants=False)
+
+
+def _entries(product: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, column, value) of a sparse CSR product (columns in no particular order)."""
+    rowptr = product.crow_indices()
+    row = torch.repeat_interleave(torch.arange(rowptr.numel() - 1, device=rowptr.device),
+                                  rowptr.diff())
+    return row, product.col_indices(), product.values()
 
 
 def _encodings(source, neighbours: torch.Tensor, near_dist: torch.Tensor,
                col_max: torch.Tensor, k1: int) -> _Sparse:
-    """Sparse V (Eq. 7 and 10): exp(-M) on the expanded k1-reciprocal set R* of every image,
-    rows summing to 1.
+    """Sparse V: V[p, g] = exp(-M[p, g]) for g in R*(p, k1), else 0, each row normalised to
+    sum 1, with R*(p, k1) = R(p, k1) united with every R(c, k1/2), c in R(p, k1), for which
+    |R(p, k1) & R(c, k1/2)| > 2/3 |R(c, k1/2)|.
 
-    R(p) are the images c of p's k1 + 1 nearest that have p among theirs; R*(p) adds R(c) at
-    k1/2 of each c in R(p) that shares more than 2/3 of its images with R(p) (Eq. 6). The
-    sets are handled as sorted pair keys p * N + c: one entry per (p, c in R(p), member of
-    R(c) at k1/2) for the shared counts, one per member of R*(p) for V.
+    Sets are sorted pair keys p * N + c. With A and H the 0/1 matrices of R(., k1) and
+    R(., k1/2), the intersection sizes are the entries of the sparse product A H^T on A's
+    entries, and the members added the entries of G H, G holding the entries of A that pass.
     """
     num_all, device = source.num_all, source.device
     forward = neighbours[:, :min(k1 + 1, num_all)]
     half = neighbours[:, :min(round(k1 / 2) + 1, num_all)]  # as np.around: half to even
-    ids = torch.arange(num_all, device=device)
-    known_keys, known_pos = torch.sort(_pair_keys(ids[:, None], neighbours, num_all).view(-1))
-    half_reciprocal = _reciprocal(half)
-    image, slot = torch.nonzero(_reciprocal(forward)).unbind(1)  # R(p): (p, c) by p
-    cand = forward[image, slot]
-    recip_keys = torch.sort(_pair_keys(image, cand, num_all)).values
-    owner, member_slot = torch.nonzero(half_reciprocal[cand]).unbind(1)  # R(c) at k1/2
-    member = half[cand[owner], member_slot]
-    member_keys = _pair_keys(image[owner], member, num_all)
-    inside = _contains(recip_keys, member_keys)[0]  # member of R(c) at k1/2 in R(p)
-    shared = torch.bincount(owner[inside], minlength=cand.numel())
-    size = half_reciprocal.sum(1)[cand]
-    grows = shared.double() > (2.0 / 3.0) * size.double()
-    keys = torch.sort(torch.cat([recip_keys, member_keys[grows[owner] & ~inside]])).values
+    recip, half_recip = _reciprocal(forward), _reciprocal(half)
+    with _sparse_csr():
+        shared = torch.sparse.mm(_csr(recip, num_all), _csr(
+            torch.sort(_transposed(half_recip, num_all)).values, num_all))
+        row, col, count = _entries(shared)
+        shared_keys, order = torch.sort(_pair_keys(row, col, num_all))
+        found, pos = _contains(shared_keys, recip)
+        count = torch.where(found, count[order[pos]], 0.0)
+        size = torch.bincount(half_recip // num_all, minlength=num_all)[recip % num_all]
+        grows = recip[count.double() > (2.0 / 3.0) * size.double()]
+        added = torch.sparse.mm(_csr(grows, num_all), _csr(half_recip, num_all))
+    keys = torch.sort(torch.cat([recip, _pair_keys(*_entries(added)[:2], num_all)])).values
     keys = keys[torch.cat([keys[:1] >= 0, keys[1:] != keys[:-1]])]  # unique, sorted
     row, col = keys // num_all, keys % num_all
-    found, pos = _contains(known_keys, keys)
+    ids = torch.arange(num_all, device=device)[:, None]
+    known_keys, known_pos = torch.sort(_pair_keys(ids, neighbours, num_all).view(-1))
+    found, pos = _contains(known_keys, keys)  # M from the neighbour lists, else recomputed
     dist = torch.where(found, near_dist.view(-1)[known_pos[pos]], 0.0)
     if not bool(found.all()):
         missing = ~found
@@ -451,24 +485,18 @@ def _budget_chunks(cost: torch.Tensor, budget: int, max_rows: int) -> Iterator[s
 
 
 def _expand(v: _Sparse, nearest: torch.Tensor) -> _Sparse:
-    """Local query expansion (Eq. 11): each row of V becomes the mean of the rows of its
-    image's k2 nearest images, as the sparse product S V / k2, where row p of S selects the
-    images of ``nearest[p]``. The columns of a result row come in no particular order."""
+    """Local query expansion: V_p <- (1 / k2) sum of V_c over c in N(p, k2), the sparse
+    product S V / k2 where row p of S selects the images of ``nearest[p]``."""
     num_all, k2 = nearest.shape
-    device = v.val.device
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta state")
-        select = torch.sparse_csr_tensor(
-            torch.arange(0, num_all * k2 + 1, k2, device=device),
-            torch.sort(nearest, dim=1).values.view(-1),
-            torch.ones(num_all * k2, dtype=v.val.dtype, device=device),
-            (num_all, num_all), check_invariants=False)
-        encodings = torch.sparse_csr_tensor(v.rowptr, v.col, v.val, (num_all, num_all),
-                                            check_invariants=False)
-        product = torch.sparse.mm(select, encodings)
-    rowptr = product.crow_indices()
-    row = torch.repeat_interleave(torch.arange(num_all, device=device), rowptr.diff())
-    return _Sparse(row, product.col_indices(), product.values() / k2, rowptr)
+    ids = torch.arange(num_all, device=nearest.device)[:, None]
+    select = torch.sort(_pair_keys(ids, nearest, num_all).view(-1)).values
+    with _sparse_csr():
+        product = torch.sparse.mm(_csr(select, num_all, v.val.new_ones(select.numel())),
+                                  torch.sparse_csr_tensor(v.rowptr, v.col, v.val,
+                                                          (num_all, num_all),
+                                                          check_invariants=False))
+    row, col, val = _entries(product)
+    return _Sparse(row, col, val / k2, product.crow_indices())
 
 
 def _jaccard_mix(v: _Sparse, out: torch.Tensor, lambda_value: float) -> None:
