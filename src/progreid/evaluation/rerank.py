@@ -1,5 +1,5 @@
 """k-reciprocal re-ranking (Zhong et al., "Re-ranking Person Re-identification with k-reciprocal
-Encoding", CVPR 2017), equal to the authors' reference code but sparse and chunked.
+Encoding", CVPR 2017), equal to the authors' reference code but sparse and blocked.
 
 The reference, over all N = Q + G images: squares the Euclidean distances once, divides every
 column by its maximum and transposes (row i of the "original distance" M is column i of d^2
@@ -11,12 +11,24 @@ by the mean of the V of its k2 nearest images unless k2 = 1 (local query expansi
 Jaccard distance 1 - sum(min(V_p, V_g)) / (2 - sum(min(V_p, V_g))); and returns
 (1 - lambda) * Jaccard + lambda * M on the query x gallery block.
 
-Here the rows of M are produced a chunk at a time (from the three distance blocks or from the
-features) and only what the method uses is kept: the (value, index)-ordered top max(k1 + 1, k2)
-neighbour lists, sparse encodings V (set membership by binary search on sorted pair keys), the
-local query expansion on sparse rows, and the Jaccard numerator through an inverted index of the
-gallery encodings. No N x N matrix is ever held; the only dense output is the Q x G result.
-Everything is torch, so CUDA inputs are re-ranked on their GPU.
+Here the rows of d^2 are produced a block of rows at a time (from the three distance blocks, or
+from the features as one float32 matrix product) and only what the method uses is kept:
+
+* neighbour lists: the (value, index)-ordered max(k1 + 1, k2) nearest of every image. Features
+  give symmetric distances, so a block is computed from its first image on only (the upper
+  triangle: half the products); its entries right of the block are offered, as columns, to the
+  lists of the later images. Each list keeps the k + 1 smallest d^2 offered; its largest
+  bounds what it can still take: a row reads in full only its groups of 32 entries whose
+  minimum is within its bound (itself lowered to the (k + 1)-th smallest group minimum), a
+  column keeps its entries within its bound after one comparison each. Offers are merged in
+  batches by one radix sort on (image, value bits). A row whose k-th and (k + 1)-th values
+  of M tie is sorted in full.
+* k-reciprocal sets as sorted pair keys p * N + c; the 2/3 overlap test and the expansion as
+  sparse matrix products; V sparse, local query expansion as a sparse product.
+* the Jaccard numerator through an inverted index of the gallery encodings.
+
+No N x N matrix is ever held; the only dense output is the Q x G result. Everything is torch
+(sparse products by MKL or cuSPARSE), so CUDA inputs are re-ranked on their GPU.
 
 Ties in the neighbour sort are broken by image index, as a stable sort does. The reference uses
 numpy's default (unstable) argsort, whose order among exactly equal distances is unspecified;
@@ -36,7 +48,7 @@ import torch
 
 from progreid.evaluation.distance import as_features, as_matrix
 
-_CHUNK_ELEMENTS = 1 << 24  # default: distances per chunk of rows (64 MB of float32)
+_CHUNK_ELEMENTS = 1 << 24  # default: distances per block of rows (64 MB of float32)
 _PAIR_BUDGET = 1 << 22  # sparse products (query entry x gallery entry) handled at a time
 _GROUP = 32  # entries per group minimum in the neighbour search's filters
 
@@ -165,7 +177,7 @@ def _square(dist: torch.Tensor) -> torch.Tensor:
     return (dist * dist).float()
 
 
-def _row_chunks(source, chunk: int | None) -> Iterator[slice]:
+def _row_blocks(source, chunk: int | None) -> Iterator[slice]:
     """Blocks of images that do not straddle the query / gallery split: ``chunk`` rows each,
     or (``None``) as many rows as keep a block of :meth:`rows` near ``_CHUNK_ELEMENTS``."""
     num_all = source.num_all
@@ -288,13 +300,13 @@ def _column_max(block: torch.Tensor) -> torch.Tensor:
     return peak
 
 
-def _strip_offers(block: torch.Tensor, rows: slice, first: int, candidates: _Candidates,
+def _block_offers(block: torch.Tensor, rows: slice, first: int, candidates: _Candidates,
                   symmetric: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What a block of d^2 (images ``rows`` x images first..N-1) offers to the candidate
     lists: (image, other, d^2). Each row offers its entries that can be among its width
     smallest; in a symmetric source, so does each column right of the block, for its image
-    (with its list's bound refined on the block itself while the block has more rows than
-    the lists have seen images)."""
+    (its list's bound refined on the block itself while the block has more rows than the
+    lists have seen images: the first block)."""
     width = candidates.width
     row, col = _row_entries(block, candidates.bound[rows], width)
     offers = [(row + rows.start, col + first, block[row, col])]
@@ -316,20 +328,20 @@ def _neighbour_search(source, k: int, chunk: int | None, out: torch.Tensor
 
     A symmetric source computes each block of rows from its first image on (the upper
     triangle: half the products) and offers the block's columns right of it to the candidate
-    lists of the later images, whose column maxima it updates too; so every image's list
-    and maximum are complete once its own block is done.
+    lists of the later images, whose column maxima it updates too: an image's maximum is
+    complete once its own block is done, its list after the last merge.
     """
     num_all, num_query, device = source.num_all, source.num_query, source.device
     candidates = _Candidates(num_all, min(k + 1, num_all), device)
     col_max = torch.zeros(num_all, dtype=torch.float32, device=device)
-    blocks = [(rows, rows.start if source.symmetric else 0) for rows in _row_chunks(source, chunk)]
+    blocks = [(rows, rows.start if source.symmetric else 0) for rows in _row_blocks(source, chunk)]
     # one buffer for all blocks: a fresh one would be paged in every time
     buffer = torch.empty(max((r.stop - r.start) * (num_all - f) for r, f in blocks),
                          device=device)
     for rows, first in blocks:
         shape = (rows.stop - rows.start, num_all - first)
         block = source.rows(rows.start, rows.stop, first, buffer[:shape[0] * shape[1]].view(shape))
-        candidates.offer(*_strip_offers(block, rows, first, candidates, source.symmetric))
+        candidates.offer(*_block_offers(block, rows, first, candidates, source.symmetric))
         peak = block.amax(1)
         if source.symmetric:
             torch.maximum(peak, col_max[rows], out=peak)
