@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from rerank import dense_re_ranking  # benchmarks/rerank.py (conftest puts it on the path)
 
 from progreid.evaluation import pairwise_distance, re_rank, re_rank_features, rerank
@@ -62,13 +64,58 @@ def test_duplicate_features_ties_broken_by_index():
 
 
 def test_small_work_budgets_give_the_same_result(monkeypatch):
-    """Sets, query expansion and Jaccard sums split into many pieces."""
+    """Neighbour search and Jaccard sums split into many pieces."""
     query, gallery = clustered(20, 70, seed=4)
     expected = dense_re_ranking(*blocks(query, gallery))
-    monkeypatch.setattr(rerank, "_SET_BUDGET", 500)
     monkeypatch.setattr(rerank, "_PAIR_BUDGET", 300)
     np.testing.assert_allclose(re_rank_features(query, gallery, chunk=9), expected, rtol=0,
                                atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(num_query=st.integers(1, 8), num_gallery=st.integers(2, 40), dim=st.integers(1, 3),
+       k1=st.integers(1, 25), k2=st.integers(1, 8), lam=st.floats(0.0, 1.0),
+       chunk=st.none() | st.integers(1, 12), seed=st.integers(0, 2**16))
+def test_random_ties_match_dense_transcription(num_query, num_gallery, dim, k1, k2, lam, chunk,
+                                               seed):
+    """Small integer features: many exact ties and duplicate images, any k1, k2, chunk."""
+    rng = np.random.default_rng(seed)
+    query, gallery = (rng.integers(-2, 3, (n, dim)).astype(np.float32)
+                      for n in (num_query, num_gallery))
+    # the normalisation by the column maximum needs two distinct images at least
+    assume(len(np.unique(np.concatenate([query, gallery]), axis=0)) > 1)
+    q_g, q_q, g_g = blocks(query, gallery)
+    expected = dense_re_ranking(q_g, q_q, g_g, k1, k2, lam)
+    np.testing.assert_allclose(re_rank(q_g, q_q, g_g, k1, k2, lam), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(re_rank_features(query, gallery, k1, k2, lam, chunk=chunk),
+                               expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 37, 400])
+def test_neighbour_lists_equal_a_full_stable_sort(monkeypatch, chunk):
+    """The candidate lists of the upper-triangle search (group minima, bounds, batched
+    merges) against a stable sort of every full row of M, on integer features (exact
+    products, many ties) large enough for groups of 32 entries."""
+    rng = np.random.default_rng(3)
+    features = rng.integers(-3, 4, (1500, 4)).astype(np.float32)
+    monkeypatch.setattr(rerank, "_CHUNK_ELEMENTS", 200_000)  # several blocks by default
+    source = rerank._FeatureSource(features[:300], features[300:])
+    out = torch.empty(300, 1200)
+    k = 6
+    neighbours, near_dist, col_max = rerank._neighbour_search(source, k, chunk, out)
+    dist = source.rows_of(torch.arange(1500)).clamp_(min=0.0)
+    assert torch.equal(col_max, dist.amax(0))
+    m = dist / col_max[:, None]
+    order = torch.sort(m, dim=1, stable=True).indices[:, :k]
+    assert torch.equal(neighbours, order)
+    assert torch.equal(near_dist, m.gather(1, order))
+    assert torch.equal(out, m[:300, 300:])
+
+
+@pytest.mark.parametrize("size", [0, 5, 8, 64, 1001])
+def test_flat_nonzero(size):
+    mask = torch.rand(size) < 0.1
+    assert torch.equal(rerank._flat_nonzero(mask), torch.nonzero(mask).view(-1))
 
 
 def test_torch_and_float64_inputs():
