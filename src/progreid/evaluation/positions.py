@@ -1,22 +1,27 @@
-"""Where each query's matches land in its ranking, at a cost that does not depend on the model.
+"""Where each query's matches land in its ranking, without sorting its row.
 
 The position of a match in its query's valid ranking (junk removed, ties ordered by gallery
 index) is one plus the number of gallery items before it in (distance, gallery index) order,
-less the query's junk among them. Per block of rows:
+less the query's junk among them. Only a few items of a row need to be ordered for that; the
+rest are counted. Each row is ranked one of two ways, whichever costs less (estimated on a
+sample of its columns):
 
-1. Each row's distances, rounded to float32 (exact for float16 and float32, monotone for float64
-   and integers), are sorted as plain values: numpy's SIMD sort on CPU, several times faster
-   than an argsort. A binary search of each match's float32 distance in its sorted row gives
-   the number of items below it and of the items that round to the same float32.
-2. A match that no other item of its row shares its float32 value with is placed: the items
-   below it are exactly those before it. That is most matches of a float32 or float64 matrix.
-3. The other rows (a match tied or within float32 rounding of another item; every row of a
-   16-bit matrix, where ties are the rule) are sorted by an int64 key, (ordered float32 bits,
-   gallery index). The items that round to a match's float32 value are then a run of that
-   order; each run is ordered exactly, in the input's own precision (by value, then gallery
-   index), and the match's place in its run is added to the items below the run.
-4. The junk before each match is counted among the query's same-identity items, ordered by
-   (distance, gallery index).
+* **Grid** (most rows): the span between the row's first and last match (in float32) is cut
+  into about G / 8 cells of equal width; every distance, rounded to float32, is mapped to its
+  cell by the same few float32 operations as the matches, a map that never decreases with the
+  distance (items below the first match or beyond the last fall into one cell on either side).
+  An item in a lower cell than a match is before it, one in a higher cell after it, so a
+  histogram of the cells, summed below each match's cell, counts the items before that cell;
+  only the few items in a match's cell are ordered.
+* **Candidates** (rows whose matches come first, or whose first and last match leave no
+  finite span to grid): only the items not beyond the row's last match can be before a match,
+  and there are few of them; they are all ordered.
+
+Items are ordered exactly, in the input's own precision, by (distance, gallery index): ties
+(float16 and bfloat16 distances tie all the time), -0.0 and 0.0, float64 or int64 values
+within float32 rounding of each other. The junk before each match is counted among the query's
+same-identity items, ordered the same way. The work is a few passes over each distance,
+whatever the model's quality; a long row is processed in column blocks that stay in cache.
 
 A NaN in the row of a query with a match is an error; other rows are not ranked.
 """
@@ -26,10 +31,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-_INDEX_BITS = 32  # a key's low bits: the gallery index
-_LOW = (1 << _INDEX_BITS) - 1
-KEYS_ONLY_BYTES = 2  # distances of at most this size tie all the time: every row by keys
-BLOCK_ELEMENTS = 1 << 18  # distances sorted and searched at a time on CPU: 1 MB, in L2 cache
+BLOCK_ELEMENTS = 1 << 18  # distances processed at a time on CPU: 1 MB of float32, in L2 cache
+ITEMS_PER_CELL = 8  # a row of G distances gets about G / 8 grid cells...
+MAX_CELLS = 1 << 14  # ...but no more: its histogram stays in cache
+CANDIDATE_COST = 20  # ordering one candidate costs about as much as gridding this many items
+SAMPLE_STEP = 128  # the candidates of a row are estimated on every 128th column
 
 
 class Gallery:
@@ -110,6 +116,11 @@ def _stable_order(values: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.argsort(values.numpy(), axis=1, kind="stable"))
 
 
+def _canonical(values: torch.Tensor) -> torch.Tensor:
+    """``values`` with -0.0 made 0.0 (a sort may order them apart; they tie)."""
+    return values + 0.0 if values.is_floating_point() else values
+
+
 def match_positions(dist: torch.Tensor, index: torch.Tensor, is_match: torch.Tensor,
                     is_junk: torch.Tensor, scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor]:
     """1-based positions (B x W int64) of each row's matches, ordered by (distance, gallery
@@ -118,117 +129,206 @@ def match_positions(dist: torch.Tensor, index: torch.Tensor, is_match: torch.Ten
     ``dist`` is B x G (contiguous, some row with a match); ``index``, ``is_match`` and
     ``is_junk`` are :meth:`Gallery.same_identity` of the rows' queries."""
     matches = _Matches(dist, index, is_match, is_junk)
-    before = _before(dist, matches.index, matches.dist, matches.slots, scratch)
+    before = _before(dist, matches.index, _canonical(matches.dist.float()), matches.slots[:, 0],
+                     scratch)
     return before - matches.junk_before + 1, matches.slots
 
 
-def _before(dist: torch.Tensor, m_index: torch.Tensor, m_dist: torch.Tensor,
-            slots: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-    """For each match slot (B x W: gallery indices ``m_index``, distances ``m_dist``, mask of
-    the real ones ``slots``), the number of items of its row before it in (distance, gallery
-    index) order: steps 1 to 3 of the module docstring."""
-    ranked = slots[:, 0]  # rows without a match are not ranked
-    if dist.element_size() <= KEYS_ONLY_BYTES:
-        _check_nan(dist, ranked)
-        before, tied = torch.zeros_like(m_index), ranked
-    else:
-        before, tied = _below(dist, m_dist, slots, scratch)
-    rows = tied.nonzero()[:, 0]
-    if rows.numel():
-        before[rows] = _before_by_keys(dist[rows], m_index[rows], m_dist[rows], slots[rows],
-                                       scratch)
+def _before(dist: torch.Tensor, m_index: torch.Tensor, m_coarse: torch.Tensor,
+            ranked: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+    """For each match slot (B x W: gallery indices ``m_index``, float32 distances
+    ``m_coarse``), the number of items of its row before it in (distance, gallery index) order;
+    only the ``ranked`` rows (B bool) are ranked, the others count 0."""
+    before = torch.zeros_like(m_index)
+    cells = _cell_count(dist.shape[1])
+    gridded = ranked & _Grid.spans(m_coarse, cells) & _many_candidates(dist, m_coarse[:, -1:])
+    for rows, method in ((gridded, _before_by_grid), (ranked & ~gridded, _before_candidates)):
+        rows = rows.nonzero()[:, 0]
+        if rows.numel() == dist.shape[0]:
+            before = method(dist, m_index, m_coarse, scratch)
+        elif rows.numel():
+            before[rows] = method(dist[rows], m_index[rows], m_coarse[rows], scratch)
     return before
 
 
-def _below(dist: torch.Tensor, m_dist: torch.Tensor, slots: torch.Tensor, scratch: Scratch
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1 and 2: for each match slot, the number of items of its row whose float32
-    distance is below the match's, and the rows (B bool) where a match shares its float32
-    distance with another item. The distances below a row's first match or beyond its last
-    are sorted as one value just below or beyond it (a run of equal values sorts fast)."""
-    coarse = m_dist.float()
-    ranked = slots[:, :1]
-    inf = torch.tensor(float("inf"), device=dist.device)
-    low = torch.where(ranked, torch.nextafter(coarse[:, :1], -inf), -inf)
-    high = torch.where(ranked, torch.nextafter(coarse[:, -1:], inf), inf)
-    below = torch.empty(coarse.shape, dtype=torch.int64, device=dist.device)
-    after, last = torch.empty_like(coarse), torch.empty_like(coarse[:, 0])
+def _cell_count(size: int) -> int:
+    return min(max(size // ITEMS_PER_CELL, 1), MAX_CELLS)
+
+
+def _many_candidates(dist: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """Rows (B bool) where ordering the items not beyond the row's ``last`` match (float32,
+    B x 1) would cost more than the grid, by a count on every SAMPLE_STEP-th column (plus one:
+    the last match itself)."""
+    sample = dist[:, ::SAMPLE_STEP]
+    candidates = ((sample.float() <= last).sum(1) + 1) * (dist.shape[1] / sample.shape[1])
+    return candidates * CANDIDATE_COST > dist.shape[1]
+
+
+class _Grid:
+    """Each row's grid: ``cells`` equal cells between its first and last match (float32), one
+    below and one beyond; cells are numbered flat over the rows, row r's from r * (cells + 3).
+    A distance's cell never decreases with it: every step is a monotone rounding of a monotone
+    function, and none makes a NaN (a spanned row's first match and scale are finite, the scale
+    positive). The matches' cells (B x W, int64) are computed the same way, and flagged."""
+
+    def __init__(self, m_coarse: torch.Tensor, cells: int) -> None:
+        self.first, self.scale = m_coarse[:, :1], self.scales(m_coarse, cells)
+        self.cells, self.width = cells, cells + 3
+        rows = torch.arange(m_coarse.shape[0], device=m_coarse.device, dtype=torch.int32)
+        self.offset = rows[:, None] * self.width + 1
+        whole = slice(0, m_coarse.shape[0])
+        self.m_cells = self.locate(m_coarse, whole, torch.empty_like(m_coarse), torch.empty(
+            m_coarse.shape, dtype=torch.int32, device=m_coarse.device)).long()
+        self.hot = torch.zeros(m_coarse.shape[0] * self.width, dtype=torch.bool,
+                               device=m_coarse.device)
+        self.hot[self.m_cells.view(-1)] = True
+
+    @staticmethod
+    def scales(m_coarse: torch.Tensor, cells: int) -> torch.Tensor:
+        """Cells per unit of distance of each row (B x 1 float32)."""
+        return cells / (m_coarse[:, -1:] - m_coarse[:, :1])
+
+    @staticmethod
+    def spans(m_coarse: torch.Tensor, cells: int) -> torch.Tensor:
+        """Rows (B bool) whose first and last match span a grid: a finite positive scale."""
+        scale = _Grid.scales(m_coarse, cells)[:, 0]
+        return torch.isfinite(scale) & (scale > 0)
+
+    def locate(self, values: torch.Tensor, rows: slice, work: torch.Tensor, out: torch.Tensor
+               ) -> torch.Tensor:
+        """The cells (``out``, int32) of ``values`` (float32, one row for each of ``rows``),
+        numbered from the first of ``rows``. ``work`` (float32, of their shape; ``values``
+        itself will do) is overwritten."""
+        torch.sub(values, self.first[rows], out=work)
+        work.mul_(self.scale[rows]).clamp_(-1, self.cells + 1)
+        return out.copy_(work).add_(self.offset[:out.shape[0]])  # integral part, then row
+
+
+def _before_by_grid(dist: torch.Tensor, m_index: torch.Tensor, m_coarse: torch.Tensor,
+                    scratch: Scratch) -> torch.Tensor:
+    """:func:`_before` of rows that all span a grid (:class:`_Grid`), a block of rows (or of
+    a long row's columns) at a time: a histogram of the cells counts the items in lower cells
+    than each match; the items in the matches' cells are chosen to be ordered."""
     size = dist.shape[1]
-    rows = max(1, BLOCK_ELEMENTS // size) if dist.device.type == "cpu" else dist.shape[0]
-    for start in range(0, dist.shape[0], rows):  # blocks that stay in cache while ranked
-        part = slice(start, start + rows)
-        values = scratch.get(dist[part].shape, torch.float32, dist.device)
-        torch.minimum(dist[part], high[part], out=values)  # (clamp's tensor bounds: slow)
-        values = _sorted_rows(torch.maximum(values, low[part], out=values))
-        below[part] = torch.searchsorted(values, coarse[part])
-        after[part] = values.gather(1, (below[part] + 1).clamp(max=size - 1))
-        last[part] = values[:, -1]
-    _check_nan(last[:, None], ranked[:, 0])  # NaN stays NaN and sorts last
-    shared = (after == coarse) & (below + 1 < size)
-    return below, (shared & slots).any(1)
+    grid = _Grid(m_coarse, _cell_count(size))
+    below = torch.empty_like(m_index)
+    chosen = _Chosen(size)
+    for rows in _row_blocks(dist):
+        first = rows.start * grid.width
+        hot = grid.hot[first:first + (rows.stop - rows.start) * grid.width]
+        hist = torch.zeros(hot.shape, dtype=torch.int64, device=dist.device)
+        for cols in _column_blocks(dist):
+            block = dist[rows, cols]
+            values = _float32(block, scratch)
+            cells = grid.locate(values, rows, scratch.get(values.shape, torch.float32,
+                                                          dist.device),
+                                scratch.get(values.shape, torch.int32, dist.device)).view(-1)
+            hist += torch.bincount(cells, minlength=hot.numel())
+            flags = torch.index_select(hot, 0, cells, out=scratch.get(
+                cells.shape, torch.bool, dist.device))
+            chosen.add(block, _flat_nonzero(flags), rows.start, cols.start)
+        # the items not chosen in lower cells than each match's (of its row: less the rows above)
+        upto = hist.masked_fill_(hot, 0).cumsum(0)
+        row_cell = torch.arange(rows.stop - rows.start, device=dist.device)[:, None] * grid.width
+        below[rows] = upto[grid.m_cells[rows] - first] - upto[row_cell] + hist[row_cell]
+    return below + chosen.before(m_index)
 
 
-def _check_nan(values: torch.Tensor, ranked: torch.Tensor) -> None:
-    if bool((torch.isnan(values).any(1) & ranked).any()):
-        raise ValueError("the distance matrix contains NaN; cannot rank")
+def _before_candidates(dist: torch.Tensor, m_index: torch.Tensor, m_coarse: torch.Tensor,
+                       scratch: Scratch) -> torch.Tensor:
+    """:func:`_before` by ordering, in each row, the items not beyond its last match."""
+    chosen = _Chosen(dist.shape[1])
+    for rows in _row_blocks(dist):
+        for cols in _column_blocks(dist):
+            block = dist[rows, cols]
+            values = _float32(block, scratch)
+            flags = torch.le(values, m_coarse[rows, -1:],
+                             out=scratch.get(values.shape, torch.bool, dist.device))
+            chosen.add(block, _flat_nonzero(flags.view(-1)), rows.start, cols.start)
+    return chosen.before(m_index)
 
 
-def _sorted_rows(values: torch.Tensor) -> torch.Tensor:
-    """``values`` (a scratch tensor) sorted along its rows: in place by numpy's SIMD sort on
-    CPU (torch's CPU sort is many times slower), by torch elsewhere."""
-    if values.device.type == "cpu":
-        values.numpy().sort(axis=1)
-        return values
-    return torch.sort(values, dim=1).values
-
-
-def _ordered_keys(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """int64 keys that order as (float32 of ``values``, ``index``): the float32's bits made
-    to order as signed integers (-0.0 as 0.0), then the index in the low 32 bits. No NaN."""
-    bits = (values.float() + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes 0.0
-    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negatives: larger magnitude, lower key
-    return (ordered.long() << _INDEX_BITS) | index
-
-
-def _before_by_keys(dist: torch.Tensor, m_index: torch.Tensor, m_dist: torch.Tensor,
-                    slots: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-    """Step 3, for rows that all have a match: for each match slot, the number of items of its
-    row before it in (distance, gallery index) order."""
+def _row_blocks(dist: torch.Tensor) -> list[slice]:
+    """Blocks of rows of about BLOCK_ELEMENTS distances on CPU (at least one row; a longer row
+    is cut into :func:`_column_blocks`), all rows elsewhere."""
     rows, size = dist.shape
-    column = torch.arange(size, device=dist.device)
-    keys = scratch.get(dist.shape, torch.int64, dist.device)
-    keys = _sorted_rows(keys.copy_(_ordered_keys(dist, column[None, :])))
-    m_keys = _ordered_keys(m_dist, m_index)
-    start = torch.searchsorted(keys, m_keys & ~_LOW)  # the run of the match's float32 value
-    end = torch.searchsorted(keys, m_keys | _LOW, right=True)
-    own = torch.searchsorted(keys, m_keys)  # the match's own key: its place among the run's
-    offset = (torch.arange(rows, device=dist.device) * size)[:, None]
-    start[slots] += _place_in_runs(dist.view(-1), keys.view(-1), (start + offset)[slots],
-                                   (end + offset)[slots], (own - start)[slots], size)
-    return start
+    step = max(1, BLOCK_ELEMENTS // size) if dist.device.type == "cpu" else rows
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
-def _place_in_runs(dist: torch.Tensor, keys: torch.Tensor, start: torch.Tensor,
-                   end: torch.Tensor, own: torch.Tensor, size: int) -> torch.Tensor:
-    """For each match, the number of items of its run before it in (distance, gallery index)
-    order, distances compared in their own precision. A match's run is ``keys[start:end]``
-    (flat positions into the rows' sorted keys, ``size`` per row), the match at ``start +
-    own``; the matches of one run are adjacent. ``dist`` is the rows' flat distances."""
-    runs, of_match, per_run = torch.unique_consecutive(start, return_inverse=True,
-                                                       return_counts=True)
-    length = end[per_run.cumsum(0) - per_run] - runs
-    first = length.cumsum(0) - length  # each run's first item
-    run = torch.repeat_interleave(torch.arange(runs.numel(), device=dist.device), length)
-    position = runs[run] + torch.arange(run.numel(), device=dist.device) - first[run]
-    element = position - position % size + (keys[position] & _LOW)  # row start + column
-    value = _canonical(dist[element])
-    order = _stable_order(value[None])[0]  # a run's items are in column order
-    order = order[_stable_order(run[order][None])[0]]
-    place = torch.empty_like(order)
-    place[order] = torch.arange(order.numel(), device=dist.device) - first[run[order]]
-    return place[first[of_match] + own]
+def _column_blocks(dist: torch.Tensor) -> list[slice]:
+    """Blocks of columns: all of them, or BLOCK_ELEMENTS at a time of a row longer than that
+    on CPU (one row per block, that stays in cache)."""
+    size = dist.shape[1]
+    step = BLOCK_ELEMENTS if dist.device.type == "cpu" else size
+    return [slice(start, min(start + step, size)) for start in range(0, size, step)]
 
 
-def _canonical(values: torch.Tensor) -> torch.Tensor:
-    """``values`` with -0.0 made 0.0 (a sort may order them apart; they tie)."""
-    return values + 0.0 if values.is_floating_point() else values
+def _float32(values: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+    """``values`` rounded to float32 (a scratch copy unless they are float32); a NaN is an
+    error (every row here has a match)."""
+    if values.dtype != torch.float32:
+        values = scratch.get(values.shape, torch.float32, values.device).copy_(values)
+    if bool(torch.isnan(values.amax())):
+        raise ValueError("the distance matrix contains NaN; cannot rank")
+    return values
+
+
+def _flat_nonzero(flags: torch.Tensor) -> torch.Tensor:
+    """Positions of the true entries of a 1-D bool tensor, ascending (numpy on CPU: faster)."""
+    if flags.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(flags.numpy()))
+    return flags.nonzero()[:, 0]
+
+
+class _Chosen:
+    """The items of a B x ``size`` matrix chosen to be ordered, added block by block: their
+    rows, columns and distances (read while the block is in cache)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.rows: list[torch.Tensor] = []
+        self.cols: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def add(self, block: torch.Tensor, flat: torch.Tensor, row: int, col: int) -> None:
+        """Choose the items at ``flat`` positions in ``block``, the block of the matrix from
+        (``row``, ``col``)."""
+        width = block.shape[1]
+        self.rows.append(flat // width + row)
+        self.cols.append(flat % width + col)
+        self.values.append(block.reshape(-1)[flat])
+
+    def before(self, m_index: torch.Tensor) -> torch.Tensor:
+        """For each match (B x W gallery indices ``m_index``, all chosen), the number of chosen
+        items of its row before it in (distance, gallery index) order: its place among them
+        ordered by (row, distance, column), less those of the rows above. The int64 keys of
+        that order hold B x G x (distinct distances) < 2^63 (B x G < 2^31 for float32)."""
+        rows, cols = torch.cat(self.rows), torch.cat(self.cols)
+        ordinal = _ordinal(torch.cat(self.values))
+        ordinal -= ordinal.min()
+        keys = (rows * (int(ordinal.max()) + 1) + ordinal) * self.size + cols
+        positions = rows * self.size + cols  # ascending
+        m_rows = torch.arange(len(m_index), device=m_index.device)[:, None].expand_as(m_index)
+        at = torch.searchsorted(positions, (m_rows * self.size + m_index).reshape(-1))
+        above = torch.searchsorted(positions, m_rows.reshape(-1) * self.size)
+        return (torch.searchsorted(_sorted(keys), keys[at]) - above).view(m_index.shape)
+
+
+def _ordinal(values: torch.Tensor) -> torch.Tensor:
+    """Non-negative int64 numbers in the order of ``values``, equal for equal values (-0.0 and
+    0.0 included): the float32 bits made to order as integers for float32 and 16-bit floats
+    (exact), the rank among the distinct values otherwise."""
+    if values.is_floating_point() and values.element_size() <= 4:
+        bits = (values.float() + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes 0.0
+        return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long() + 2**31  # negatives: reversed
+    if values.device.type != "cpu":
+        return torch.unique(_canonical(values), return_inverse=True)[1]
+    return torch.from_numpy(np.unique(_canonical(values).numpy(), return_inverse=True)[1])
+
+
+def _sorted(values: torch.Tensor) -> torch.Tensor:
+    """``values`` (1-D) sorted: numpy's SIMD sort on CPU."""
+    if values.device.type != "cpu":
+        return torch.sort(values).values
+    return torch.from_numpy(np.sort(values.numpy()))

@@ -8,9 +8,10 @@ precision over the valid ranking; CMC(k) = 1 if a match is within the top k; mIN
 counted.
 
 Only the positions of a query's matches matter; :mod:`progreid.evaluation.positions` finds them
-by binary search in the row's sorted values (a value sort, several times cheaper than an
-argsort), at a cost that does not depend on how good the model is. Queries are ranked in blocks
-of about 2M distances, on CPU by one worker thread per torch thread; CUDA inputs stay on the GPU;
+without sorting the row: a histogram of a grid between the query's first and last match counts
+the items before each match, and only the few items that share a match's cell are ordered (or
+only those up to the last match, when the matches come first). Queries are ranked in blocks of
+about 2M distances, on CPU by one worker thread per torch thread; CUDA inputs stay on the GPU;
 any real dtype (float16/32/64, integers) is ranked in its own precision.
 """
 
