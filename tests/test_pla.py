@@ -4,6 +4,7 @@ resume after a finished round and after an interrupted exploration."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from pathlib import Path
@@ -32,6 +33,7 @@ from progreid.training.pla import (
     open_storage,
     sample_candidates,
 )
+from progreid.training.schedules import learning_rate
 from progreid.training.trainer import NonFiniteLossError, Stage, Trainer
 from progreid.utils.checkpoint import load_checkpoint, save_checkpoint
 from progreid.utils.metrics_log import events, read_records
@@ -151,8 +153,12 @@ def test_round_study_proposes_by_expected_improvement_and_persists(tmp_path: Pat
     w = proposal.w
     assert 0.0 <= w.lam <= 2.0 and -0.1 <= w.margin <= 0.3
     assert 1 <= w.k <= 4 and 1 <= w.p <= 16 and type(w.k) is int and type(w.p) is int
-    assert proposal.incumbent == int(np.argmin(values))
-    assert proposal.incumbent_f == pytest.approx(min(values))
+    assert proposal.incumbent.candidate == int(np.argmin(values))
+    assert proposal.incumbent.f == pytest.approx(min(values))
+    # the GP saw the six finished explorations (not the diverged one) and nothing else
+    assert [(o.round, o.candidate, o.w) for o in proposal.observations] == \
+        [(0, index, w) for index, w in enumerate(candidates)]
+    assert [o.f for o in proposal.observations] == pytest.approx(values)
     assert proposal.log_ei is not None and np.isfinite(proposal.log_ei)
     assert study.sampler._n_preliminary_samples == 64  # the ei_samples setting reached Optuna
     # a new process (resume) reads the same proposal and explorations back from SQLite
@@ -163,6 +169,29 @@ def test_round_study_proposes_by_expected_improvement_and_persists(tmp_path: Pat
     assert names == {"round-000"}
     # a fresh start drops the studies of an attempt that died before its first checkpoint
     assert optuna.get_all_study_summaries(open_storage(tmp_path, fresh=True)) == []
+
+
+def test_gp_history_all_adds_the_earlier_rounds(tmp_path: Path) -> None:
+    """``pla.gp_history: all`` (not in the paper): round 1's GP also sees round 0's
+    explorations; ``round`` (the default, the paper) only its own."""
+    storage = open_storage(tmp_path)
+    rng = np.random.default_rng(3)
+    for index in (0, 1):
+        study = RoundStudy(storage, index, SPACE, seed=0, ei_samples=32)
+        for candidate, w in enumerate(sample_candidates(SPACE, 3, rng)):
+            study.record_exploration(candidate, w, [1.0, 0.9], pla.LossDrop(1.0, 0.9, w.lam))
+    study.record_exploration(3, HyperParams(1.0, 0.0, 1, 1), None, None)  # diverged
+    history = pla.earlier_observations(storage, 1)
+    assert [(o.round, o.candidate) for o in history] == [(0, 0), (0, 1), (0, 2)]
+    own = study.propose()
+    assert [(o.round, o.candidate) for o in own.observations] == [(1, 0), (1, 1), (1, 2)]
+    every = RoundStudy(open_storage(tmp_path / "all"), 1, SPACE, 0, 32)
+    for o in own.observations:
+        every.record_exploration(o.candidate, o.w, [1.0, 0.9], pla.LossDrop(1.0, 0.9, o.f))
+    proposal = every.propose(history)
+    assert proposal.observations == (*history, *own.observations)
+    assert proposal.record()["incumbent_f"] == min(o.f for o in proposal.observations)
+    assert every.proposal() == proposal  # read back from the study, observations included
 
 
 def test_round_study_with_every_exploration_diverged(tmp_path: Path) -> None:
@@ -251,6 +280,28 @@ def test_exploration_restores_bit_for_bit(tiny_root: Path, tmp_path: Path) -> No
     assert explore(trainer, w.objective(base), 1) == losses[:1]
 
 
+@pytest.mark.parametrize("position", [0, 3])
+def test_exploration_rate_holds_the_schedule_position(tiny_root: Path, tmp_path: Path,
+                                                      position: int) -> None:
+    """A warm-up and a step inside a 4-epoch exploration leave its rate where the round began."""
+    cfg = load_config(CPU_SMALL, [*TINY, f"data.root={tiny_root}", "schedule.name=step",
+                                  "schedule.warmup_epochs=2", "schedule.warmup_factor=0.1",
+                                  "schedule.milestones=[1, 4]"])
+    trainer = Trainer(cfg, build_dataset("synthetic", tiny_root), tmp_path)
+    trainer.epoch = 5
+    rate = pla.ExplorationRate()
+    rate.begin(position)
+    objective = HyperParams(1.0, 0.0, 1, 1).objective(Objective.from_config(cfg.loss))
+    trainer.run_stage(Stage(objective, 9, schedule_start=5 - position, kept=False), [rate])
+    expected = learning_rate(position, cfg.optim.lr, cfg.schedule)
+    assert rate.lrs == pytest.approx([expected] * 4)
+    # a kept stage follows the schedule untouched
+    trainer.run_stage(Stage(objective, 11, schedule_start=9), [rate])
+    assert rate.lrs == pytest.approx([expected] * 4)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(
+        learning_rate(1, cfg.optim.lr, cfg.schedule))
+
+
 def test_continue_from_best_takes_weights_and_moments_only(tiny_root: Path,
                                                            tmp_path: Path) -> None:
     cfg = load_config(CPU_SMALL, [*TINY, f"data.root={tiny_root}"])
@@ -272,10 +323,12 @@ def test_continue_from_best_takes_weights_and_moments_only(tiny_root: Path,
 
 def train_tiny(root: Path, run_dir: Path, max_epochs: int, resume: bool = False) -> int:
     """``progreid train configs/pla/cpu-small.yaml`` on the tiny synthetic set: 2 initial
-    candidates, 2-epoch explorations, 1-epoch exploitations (one round per kept epoch)."""
+    candidates, 2-epoch explorations, 1-epoch exploitations (one round per kept epoch), and a
+    2-epoch warm-up (x0.1, then x0.55) that restarts with each round."""
     overrides = [*TINY, f"data.root={root}", f"train.output_dir={run_dir}",
                  "pla.initial_candidates=2", "pla.explore_epochs=2", "pla.exploit_epochs=1",
-                 f"pla.max_epochs={max_epochs}", "pla.ei_samples=64", "train.checkpoint_every=1"]
+                 f"pla.max_epochs={max_epochs}", "pla.ei_samples=64", "train.checkpoint_every=1",
+                 "schedule.warmup_epochs=2", "schedule.warmup_factor=0.1"]
     args = ["train", str(CPU_SMALL), *(a for o in overrides for a in ("--set", o))]
     return main(args + (["--resume"] if resume else []))
 
@@ -298,6 +351,11 @@ def full_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_log_shows_every_round(full_run: Path) -> None:
     start = records(full_run, "pla_start")
     assert len(start) == 1 and len(start[0]["candidates"]) == 2
+    settings = start[0]["settings"]
+    assert (settings["initial_candidates"], settings["explore_epochs"],
+            settings["gp_history"]) == (2, 2, "round")
+    assert start[0]["space"] == {"lam": [0.0, 2.0], "margin": [-0.1, 0.3], "k_max": 4,
+                                 "p_max": 16}
     assert explorations(full_run) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
     rounds = records(full_run, "pla_round")
     assert [(r["round"], r["origin"], r["epoch"]) for r in rounds] == [(0, 0, 1), (1, 1, 2)]
@@ -317,10 +375,27 @@ def test_log_shows_every_round(full_run: Path) -> None:
     assert rounds[1]["candidates"][2]["w"] == rounds[0]["proposal"]["w"]
     proposals = records(full_run, "pla_proposal")
     assert [p["w"] for p in proposals] == [r["proposal"]["w"] for r in rounds]
+    # what the GP saw: exactly the explorations of its round (gp_history: round, the paper)
+    explored = records(full_run, "pla_explore")
+    for proposal in proposals:
+        seen = [{"round": e["round"], "candidate": e["candidate"], "w": e["w"], "f": e["f"]}
+                for e in explored if e["round"] == proposal["round"]]
+        assert proposal["observations"] == seen
     epochs = records(full_run, "epoch")
     assert [(r["epoch"], r["round"]) for r in epochs] == [(1, 0), (2, 1)]
-    # Eq. 10 restarts with each round: both kept epochs run at the base rate
-    assert [r["lr"] for r in epochs] == pytest.approx([1e-3, 1e-3])
+    # the schedule restarts with each round: both kept epochs run at the warm-up's first rate
+    assert [r["lr"] for r in epochs] == pytest.approx([1e-4, 1e-4])
+
+
+def test_every_exploration_runs_at_one_learning_rate(full_run: Path) -> None:
+    """Eq. 9 compares the two halves of an exploration: they must run at the same rate, here the
+    round's first (the warm-up would otherwise raise it from 1e-4 to 5.5e-4 in the second)."""
+    for record in records(full_run, "pla_explore"):
+        assert record["lrs"] == pytest.approx([1e-4, 1e-4])
+        assert (record["half_epochs"], record["half_batches"]) == (1, 1)
+        drop = loss_drop_objective(record["losses"], 0.15)
+        assert (record["loss_first"], record["loss_second"], record["f"]) == \
+            pytest.approx((drop.first, drop.second, drop.value))
 
 
 def test_run_folder_holds_study_best_checkpoint_and_pca(full_run: Path) -> None:
@@ -371,7 +446,7 @@ def test_resume_after_an_interrupted_exploration(tiny_root: Path, full_run: Path
         if not stage.kept:
             calls.append(trainer.epoch)
             if interrupt[0] and len(calls) == 2:  # killed during round 0's second exploration
-                trainer.train_epoch(stage.objective)
+                run_stage(trainer, dataclasses.replace(stage, end=trainer.epoch + 1), hooks)
                 raise KeyboardInterrupt
         return run_stage(trainer, stage, hooks)
 

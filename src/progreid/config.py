@@ -181,6 +181,9 @@ class PLAConfig(Section):
         "round", description="round: the lr schedule and beta1 switch restart at each round")
     continue_from: Literal["best", "last"] = Field(
         "best", description="next round starts from the round's lowest-loss epoch, or its last")
+    gp_history: Literal["round", "all"] = Field(
+        "round", description="round: the GP (Eq. 6) sees the round's explorations (Algorithm 1); "
+                             "all: every round's so far (not in the paper)")
 
 
 class TRCConfig(Section):

@@ -4,10 +4,13 @@ Each round starts from the current weights theta and a candidate set W:
 
 1. *Exploration*: for every w in W, train ``pla.explore_epochs`` epochs with the composite loss
    ``CE + lambda * L_GBH^{k,p}(margin m)`` (PLA Eq. 3-5), score it with the loss-drop objective
-   f(w) of Eq. 9, then restore theta, optimiser moments, sampler and RNGs exactly.
-2. *Proposal*: fit a Gaussian process to the round's (w, f(w)) and pick w' by expected
+   f(w) of Eq. 9, then restore theta, optimiser moments, sampler and RNGs exactly. Every
+   exploration epoch runs at the learning rate (and Adam beta1) of the round's first epoch
+   (:class:`ExplorationRate`): Eq. 9 compares the two halves' losses, which a warm-up or decay
+   inside the exploration would move whatever w is.
+2. *Proposal*: fit a Gaussian process to the observations (w, f(w)) and pick w' by expected
    improvement (Eq. 6-8). This is Optuna's ``GPSampler`` (see :class:`ExpectedImprovementSampler`
-   for how it maps onto the equations), one study per round in ``pla_study.db``.
+   for how it maps onto the equations); each round is a study in ``pla_study.db``.
 3. *Exploitation*: train ``pla.exploit_epochs`` epochs with w', keeping the lowest-loss epoch in
    ``checkpoints/best.pt``; add w' to W.
 
@@ -20,11 +23,18 @@ silent (all configurable in the ``pla`` section):
   warm-up restart at each round (``Stage.schedule_start`` = the round's first epoch): the
   paper's exploit length, 300, equals its e1, and Eq. 9 expects a 15% loss drop that a rate
   already decayed to 0.001 x alpha0 cannot give. ``global`` runs one schedule over the kept
-  epochs. Explorations run at the schedule position of the round's start (the epochs the
-  exploitation then runs again), and restoration rewinds the epoch counter with the weights.
+  epochs. Either way explorations are held at the schedule position of the round's start, and
+  restoration rewinds the epoch counter with the weights.
 - ``continue_from`` (default ``best``): the next round (and the final model) starts from the
   round's lowest-loss epoch ("save the model with lowest loss"), keeping the epoch counter;
   ``last`` continues from the last epoch.
+- ``gp_history`` (default ``round``, the paper): the GP of a round is fitted to that round's
+  explorations only. ``all`` (not in the paper) adds every earlier round's explorations, which
+  were measured from other weights.
+
+The records say what each step saw: ``pla_start`` the settings and the box, ``pla_explore`` the
+epoch losses, the learning rate of every epoch, the halves' length and means and f(w),
+``pla_proposal`` the observations the GP was fitted to and w'.
 
 Resuming: a checkpoint is written when a round starts (its snapshot) and during exploitation.
 Finished explorations are COMPLETE trials of the round's study and the proposal is a trial marked
@@ -36,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +60,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from progreid.config import Config
 from progreid.training.hooks import BEST_CHECKPOINT
 from progreid.training.objective import Objective
-from progreid.training.trainer import Plan, Stage, Trainer
+from progreid.training.trainer import EpochStats, Hook, Plan, Stage, Trainer
 from progreid.utils.checkpoint import load_checkpoint
 from progreid.utils.distributed import main_process_result
 from progreid.utils.metrics_log import MetricsLog
@@ -147,6 +157,34 @@ def loss_drop_objective(epoch_losses: list[float], expected_drop: float) -> Loss
     return LossDrop(first, second, abs((first - second) / first - expected_drop))
 
 
+class ExplorationRate(Hook):
+    """Holds every exploration epoch at the learning rate (and Adam beta1) of the round's first
+    epoch, and records the rate each exploration epoch ran at (``lrs``).
+
+    The trainer evaluates the schedule at ``epoch - schedule_start``; setting ``schedule_start``
+    to ``epoch - position`` before each exploration epoch keeps that at ``position``, the
+    round's start. Kept (exploitation) epochs follow the schedule untouched.
+    """
+
+    every_stage = True
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.lrs: list[float] = []
+
+    def begin(self, position: int) -> None:
+        """Before an exploration: hold it at schedule position ``position``."""
+        self.position, self.lrs = position, []
+
+    def before_epoch(self, trainer: Trainer, stage: Stage) -> None:
+        if not stage.kept:
+            trainer.schedule_start = trainer.epoch - self.position
+
+    def after_epoch(self, trainer: Trainer, stage: Stage, stats: EpochStats) -> None:
+        if not stage.kept:
+            self.lrs.append(stats.lr)
+
+
 # --------------------------------------------------------------------------- budget
 def exploitation_length(cfg: Config, origin: int, explored_before: int,
                         num_candidates: int) -> int:
@@ -195,33 +233,80 @@ class ExpectedImprovementSampler(GPSampler):
 
 
 @dataclass(frozen=True)
+class Observation:
+    """A point the GP of Eq. 6 is fitted to: candidate ``candidate`` of round ``round``, its w
+    and its f(w) (Eq. 9)."""
+
+    round: int
+    candidate: int
+    w: HyperParams
+    f: float
+
+    def record(self) -> dict[str, Any]:
+        return {"round": self.round, "candidate": self.candidate, "w": self.w.as_dict(),
+                "f": self.f}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Observation:
+        return cls(record["round"], record["candidate"], HyperParams.from_dict(record["w"]),
+                   record["f"])
+
+
+@dataclass(frozen=True)
 class Proposal:
-    """w' chosen by expected improvement, with what the choice was based on."""
+    """w' chosen by expected improvement, with what the choice was based on: the observations
+    the GP saw and the best of them (the incumbent w' of Eq. 7)."""
 
     w: HyperParams
     log_ei: float | None
-    incumbent: int
-    incumbent_f: float
+    observations: tuple[Observation, ...]
+
+    @property
+    def incumbent(self) -> Observation:
+        return min(self.observations, key=lambda o: o.f)
 
     def record(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "w": self.w.as_dict()}
+        return {"w": self.w.as_dict(), "log_ei": self.log_ei,
+                "incumbent": self.incumbent.candidate, "incumbent_round": self.incumbent.round,
+                "incumbent_f": self.incumbent.f,
+                "observations": [o.record() for o in self.observations]}
+
+
+def study_name(index: int) -> str:
+    return f"round-{index:03d}"
+
+
+def round_observations(study: optuna.Study, index: int) -> list[Observation]:
+    """The finished explorations of round ``index`` (its study), by candidate index; diverged
+    ones (FAIL) are left out."""
+    trials = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                     if "candidate" in t.user_attrs), key=lambda t: t.user_attrs["candidate"])
+    return [Observation(index, t.user_attrs["candidate"], HyperParams.from_dict(t.params),
+                        float(t.value)) for t in trials]
+
+
+def earlier_observations(storage: optuna.storages.BaseStorage, rounds: int
+                         ) -> list[Observation]:
+    """The explorations of rounds ``0 .. rounds - 1`` (``pla.gp_history: all``)."""
+    return [o for index in range(rounds)
+            for o in round_observations(optuna.load_study(study_name=study_name(index),
+                                                          storage=storage), index)]
 
 
 class RoundStudy:
     """The Optuna study of one round (``round-NNN`` in ``pla_study.db``).
 
     One trial per exploration (COMPLETE with value f(w), or FAIL when the loss diverged), tagged
-    with the candidate's index, and one trial holding the proposal w' (``role=proposal``; told
+    with the candidate's index, and one trial holding the proposal w' (``role=proposal``; added
     PRUNED because w' is evaluated only as a candidate of the next round).
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage, index: int, space: SearchSpace,
                  seed: int, ei_samples: int) -> None:
-        self.space = space
+        self.index, self.space = index, space
         self.sampler = ExpectedImprovementSampler(seed=seed + index, ei_samples=ei_samples)
-        self.study = optuna.create_study(storage=storage, study_name=f"round-{index:03d}",
-                                         direction="minimize", sampler=self.sampler,
-                                         load_if_exists=True)
+        self.study = optuna.create_study(storage=storage, study_name=study_name(index),
+                                         direction="minimize", load_if_exists=True)
 
     def explorations(self) -> dict[int, FrozenTrial]:
         """Finished explorations (COMPLETE or FAIL) by candidate index."""
@@ -243,26 +328,28 @@ class RoundStudy:
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
             if trial.user_attrs.get("role") == "proposal":
                 return Proposal(HyperParams.from_dict(trial.params), trial.user_attrs["log_ei"],
-                                trial.user_attrs["incumbent"], trial.user_attrs["incumbent_f"])
+                                tuple(Observation.from_record(o)
+                                      for o in trial.user_attrs["observations"]))
         return None
 
-    def propose(self) -> Proposal:
-        """Fit the GP to the round's explorations and choose w' by expected improvement."""
-        done = [t for t in self.explorations().values() if t.state == TrialState.COMPLETE]
-        if not done:
+    def propose(self, history: Sequence[Observation] = ()) -> Proposal:
+        """Fit the GP to ``history`` (earlier rounds' observations; none in the paper) and this
+        round's explorations, choose w' by expected improvement and store it in the study."""
+        seen = (*history, *round_observations(self.study, self.index))
+        if not seen:
             raise RuntimeError(f"PLA {self.study.study_name}: every exploration diverged "
                                "(non-finite loss); lower optim.lr or narrow the pla ranges")
-        for stale in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.study.tell(stale.number, state=TrialState.FAIL)
-        best = min(done, key=lambda t: t.value)
+        fit = optuna.create_study(direction="minimize", sampler=self.sampler)
+        fit.add_trials([create_trial(params=o.w.as_dict(), value=o.f,
+                                     distributions=self.space.distributions()) for o in seen])
         self.sampler.last_log_ei = None
-        trial = self.study.ask(self.space.distributions())
-        proposal = Proposal(HyperParams.from_dict(trial.params), self.sampler.last_log_ei,
-                            best.user_attrs["candidate"], float(best.value))
-        trial.set_user_attr("role", "proposal")
-        for key in ("log_ei", "incumbent", "incumbent_f"):
-            trial.set_user_attr(key, getattr(proposal, key))
-        self.study.tell(trial, state=TrialState.PRUNED)
+        w = HyperParams.from_dict(fit.ask(self.space.distributions()).params)
+        proposal = Proposal(w, self.sampler.last_log_ei, seen)
+        self.study.add_trial(create_trial(
+            params=w.as_dict(), distributions=self.space.distributions(),
+            state=TrialState.PRUNED,
+            user_attrs={"role": "proposal", "log_ei": proposal.log_ei,
+                        "observations": [o.record() for o in seen]}))
         return proposal
 
 
@@ -321,6 +408,10 @@ class PLAPlan(Plan):
         self.space = SearchSpace.from_config(cfg)
         self.state = RoundState.from_progress(progress) if progress else None
         self.exploit: Stage | None = None
+        self.rate = ExplorationRate()
+
+    def hooks(self) -> list[Hook]:
+        return [self.rate]
 
     def current(self) -> RoundState:
         """The round's state with the exploitation's losses and best epoch so far."""
@@ -344,7 +435,8 @@ class PLAPlan(Plan):
             self.state = RoundState(0, trainer.epoch, 0, candidates)
             trainer.save_checkpoint(extra=self.progress(trainer))
             self.log.write("pla_start", epoch=trainer.epoch, space=dataclasses.asdict(self.space),
-                           candidates=[w.as_dict() for w in candidates])
+                           candidates=[w.as_dict() for w in candidates],
+                           settings=cfg.pla.model_dump(mode="json"))
         while (length := exploitation_length(cfg, self.state.origin, self.state.explored_epochs,
                                              len(self.state.candidates))) > 0:
             state = self.state
@@ -353,7 +445,7 @@ class PLAPlan(Plan):
             proposal = main_process_result(RoundStudy.proposal, study)
             if proposal is None:
                 yield from self._explore_round(trainer, study)
-                proposal = main_process_result(RoundStudy.propose, study)
+                proposal = main_process_result(self._propose, study, storage)
                 self.log.write("pla_proposal", epoch=state.origin, round=state.round,
                                **proposal.record())
             yield self._exploit_stage(trainer, proposal.w, length)
@@ -366,6 +458,13 @@ class PLAPlan(Plan):
             trainer.save_checkpoint(extra=self.progress(trainer))
             if record is not None:  # rank 0, which alone holds the study
                 self.log.write("pla_round", **record)
+
+    def _propose(self, study: RoundStudy, storage: optuna.storages.BaseStorage) -> Proposal:
+        """w' from the GP fitted to this round's explorations, plus every earlier round's with
+        ``pla.gp_history: all`` (not in the paper)."""
+        history = (earlier_observations(storage, self.state.round)
+                   if self.cfg.pla.gp_history == "all" else [])
+        return study.propose(history)
 
     def _schedule_start(self) -> int:
         """``pla.schedule_scope``: the round's first epoch (round) or 0 (global)."""
@@ -380,9 +479,11 @@ class PLAPlan(Plan):
                                f"epoch {state.origin}, but the trainer is at {trainer.epoch}")
         finished = main_process_result(lambda: set(study.explorations()))
         snapshot = trainer.snapshot()
+        half = pla.explore_epochs // 2
         for index, w in enumerate(state.candidates):
             if index in finished:
                 continue
+            self.rate.begin(state.origin - self._schedule_start())
             stage = Stage(w.objective(self.objective), state.origin + pla.explore_epochs,
                           self._schedule_start(), kept=False,
                           fields=lambda epoch, index=index: {
@@ -396,7 +497,10 @@ class PLAPlan(Plan):
                 study.record_exploration(index, w, losses, drop)
             self.log.write("pla_explore", epoch=state.origin, round=state.round,
                            candidate=index, w=w.as_dict(), losses=losses,
-                           f=None if drop is None else drop.value)
+                           f=None if drop is None else drop.value, lrs=list(self.rate.lrs),
+                           half_epochs=half, half_batches=half * len(trainer.sampler),
+                           loss_first=None if drop is None else drop.first,
+                           loss_second=None if drop is None else drop.second)
 
     def _exploit_stage(self, trainer: Trainer, w: HyperParams, length: int) -> Stage:
         """Algorithm 1 exploitation with w'; the lowest-loss epoch goes to ``best.pt``."""
