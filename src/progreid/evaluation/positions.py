@@ -152,6 +152,7 @@ def _before(dist: torch.Tensor, m_index: torch.Tensor, m_coarse: torch.Tensor,
 
 
 def _cell_count(size: int) -> int:
+    """Grid cells per row of ``size`` distances."""
     return min(max(size // ITEMS_PER_CELL, 1), MAX_CELLS)
 
 
