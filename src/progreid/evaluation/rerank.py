@@ -528,13 +528,15 @@ def _jaccard_mix(v: _Sparse, out: torch.Tensor, lambda_value: float) -> None:
     q_count = col_count[v.col[:start]]
     row_cost = torch.zeros(num_query, dtype=torch.long, device=out.device).index_add_(
         0, v.row[:start], q_count)
-    for rows in _budget_chunks(row_cost, _PAIR_BUDGET, max(1, _PAIR_BUDGET // num_gallery)):
+    max_rows = max(1, _PAIR_BUDGET // num_gallery)
+    buffer = torch.empty(min(max_rows, num_query) * num_gallery, dtype=out.dtype,
+                         device=out.device)  # one buffer: a fresh one would be paged in
+    for rows in _budget_chunks(row_cost, _PAIR_BUDGET, max_rows):
         lo, hi = int(v.rowptr[rows.start]), int(v.rowptr[rows.stop])
         owner, pos = _segments(col_start[v.col[lo:hi]], q_count[lo:hi])
         owner += lo
         flat = (v.row[owner] - rows.start) * num_gallery + inv_row[pos]
-        numer = torch.zeros((rows.stop - rows.start) * num_gallery, dtype=out.dtype,
-                            device=out.device)
+        numer = buffer[:(rows.stop - rows.start) * num_gallery].zero_()
         numer.index_add_(0, flat, torch.minimum(v.val[owner], inv_val[pos]))
         block = out[rows].view(-1)
         shared = numer[flat]
