@@ -232,14 +232,16 @@ def test_baseline_eval_embedding_reference() -> None:
 
 
 def test_pla_eval_embedding_reference() -> None:
-    """PLA Sec. 3.1: global max pooling, two 1x1 convs, embedding = [ce head, triplet head]."""
+    """PLA Sec. 3.1: global max pooling, two 1x1 convs, embedding = [ce head, triplet head],
+    each head L2-normalised (progreid.models.pla.join_heads)."""
     model = warm_up(build_model(CLASSES, "pla", width=TINY, embedding_dim=12), images())
     x = images()
     with torch.no_grad():
         pooled = model.backbone(x).amax(dim=(2, 3))
         heads = [pooled @ conv.weight[:, :, 0, 0].T + conv.bias
                  for conv in (model.ce_head, model.triplet_head)]
-        torch.testing.assert_close(model(x), torch.cat(heads, dim=1))
+        torch.testing.assert_close(model(x), torch.cat([h / h.norm(dim=1, keepdim=True)
+                                                        for h in heads], dim=1))
 
 
 def test_paper_defaults_and_explicit_choices() -> None:

@@ -202,12 +202,12 @@ def exploitation_length(cfg: Config, origin: int, explored_before: int,
 class ExpectedImprovementSampler(GPSampler):
     """Optuna's GP sampler as the Bayesian optimisation of PLA Eq. 6-8.
 
-    - Eq. 6: the GP posterior given the round's (w, f(w)). Optuna standardises f, uses a
-      Matern-5/2 kernel with one length scale per dimension (the paper's Gaussian kernel with a
-      bandwidth matrix B "calculated from given samples"; here B is fitted by maximum a-posteriori
-      marginal likelihood) and a fitted noise term, since f is measured on noisy mini-batches.
-      k and p are integer dimensions.
-    - Eq. 7-8: EI against the best f of the round, in closed form (Optuna evaluates its logarithm
+    - Eq. 6: the GP posterior given the observations (w, f(w)) (:class:`Observation`). Optuna
+      standardises f, uses a Matern-5/2 kernel with one length scale per dimension (the paper's
+      Gaussian kernel with a bandwidth matrix B "calculated from given samples"; here B is fitted
+      by maximum a-posteriori marginal likelihood) and a fitted noise term, since f is measured
+      on noisy mini-batches. k and p are integer dimensions.
+    - Eq. 7-8: EI against the best f observed, in closed form (Optuna evaluates its logarithm
       for numerical stability; f is minimised, so Z is taken with the opposite sign).
     - "A fixed-size of new hyper-parameters are sampled where the one that maximizes EI is
       chosen": ``ei_samples`` quasi-random candidates are scored and the best one is refined by
@@ -273,6 +273,7 @@ class Proposal:
 
 
 def study_name(index: int) -> str:
+    """The name of round ``index``'s study in ``pla_study.db``."""
     return f"round-{index:03d}"
 
 
