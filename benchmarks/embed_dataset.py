@@ -8,7 +8,8 @@ The images are decoded once, as the evaluation loader decodes them (its time is 
 so every row times the same uint8 batches through :class:`~progreid.evaluation.features.Embedder`
 (normalisation, flip averaging, the network) or its bare equivalent; each row is timed
 ``--repeats`` times, interleaved, and the best run counts (as ``timeit`` does). Every row's
-features are compared with the float32 NCHW ones before anything is timed.
+features are compared with those of the first float32 NCHW run (timed first, so the whole test
+set is not embedded an extra time) and the largest difference is printed beside its time.
 
     PYTHONPATH=src python benchmarks/embed_dataset.py --root ../shared/data/market1501
     PYTHONPATH=src python benchmarks/embed_dataset.py --root ../shared/data/market1501 \\
@@ -130,26 +131,25 @@ def main(argv: list[str] | None = None) -> None:
     count = sum(len(b) for b in batches)
     with tempfile.TemporaryDirectory() as folder:
         rows = paths(args, network, height, width, batches, Path(folder))
-        network.to(memory_format=torch.contiguous_format)
-        reference = torch.cat([rows["float32 NCHW (before)"][1](x) for x in batches])
-        scale = float(reference.abs().max())
         seconds: dict[str, float] = {}
+        errors: dict[str, float] = {}
+        reference = None  # the first timed run of float32 NCHW, the path every row is checked on
         for _ in range(args.repeats):
             for name, (layout, run) in rows.items():
                 network.to(memory_format=layout)
                 start = time.perf_counter()
                 features = torch.cat([run(x) for x in batches])
                 seconds[name] = min(seconds.get(name, np.inf), time.perf_counter() - start)
-                error = float((features - reference).abs().max()) / scale
-                if error > 0.05:
-                    raise SystemExit(f"{name}: features differ from float32 NCHW by {error:.3g} "
-                                     "(relative to the largest value)")
+                reference = features if reference is None else reference
+                errors[name] = float((features - reference).abs().max() / reference.abs().max())
     print(f"device: {device_name(torch.device('cpu'))}; torch {torch.__version__}; flip "
-          f"averaging (2 forward passes an image); batch {args.batch}; best of {args.repeats}")
+          f"averaging (2 forward passes an image); batch {args.batch}; best of {args.repeats}; "
+          "difference: largest |feature - float32 NCHW feature| / largest |float32 NCHW feature|")
     before = seconds["float32 NCHW (before)"]
-    print(f"{'path':<40}{'seconds':>9}{'images/s':>10}{'vs before':>11}")
+    print(f"{'path':<40}{'seconds':>9}{'images/s':>10}{'vs before':>11}{'difference':>12}")
     for name, value in seconds.items():
-        print(f"{name:<40}{value:>9.1f}{count / value:>10.1f}{before / value:>10.2f}x")
+        print(f"{name:<40}{value:>9.1f}{count / value:>10.1f}{before / value:>10.2f}x"
+              f"{errors[name]:>12.2e}")
 
 
 if __name__ == "__main__":
