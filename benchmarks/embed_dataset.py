@@ -1,8 +1,9 @@
 """Embedding a whole ReID test set (query + gallery) as evaluation does, path against path in one
 run: the float32 NCHW network (progreid before channels_last became the default), channels_last
 float32 (the default), channels_last under bf16 autocast (``eval.amp``, where the CPU has native
-BF16), a bare ``model(x)`` loop over the same normalised tensors, and ONNX Runtime on the exported
-model (optional extra ``progreid[export]``).
+BF16), a bare ``model(x)`` loop over the same normalised tensors, and ONNX Runtime (optional extra
+``progreid[export]``): as evaluation runs it (``eval.cpu_runtime: onnxruntime``, the export
+timed) and on the file ``progreid export`` writes.
 
 The images are decoded once, as the evaluation loader decodes them (its time is printed apart),
 so every row times the same uint8 batches through :class:`~progreid.evaluation.features.Embedder`
@@ -106,8 +107,25 @@ def paths(args: argparse.Namespace, network: torch.nn.Module, height: int, width
         network.to(memory_format=plain)
         runner = onnx_runner(embedder(channels_last=False), batches, folder)
         if runner is not None:
-            rows["ONNX Runtime float32"] = (plain, runner)
+            rows["onnxruntime (eval.cpu_runtime)"] = (plain, ort_embed(embedder, batches[0]))
+            rows["onnxruntime, exported file"] = (plain, runner)
     return rows
+
+
+def ort_embed(embedder: Callable[..., Embedder],
+              first: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The evaluation path with ``eval.cpu_runtime: onnxruntime``: the network is exported at
+    the ``first`` batch of every pass (the export's time counts), the views and normalisation
+    run in PyTorch."""
+    configured = embedder(cpu_runtime="onnxruntime")
+    network = None
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        nonlocal network
+        if network is None or x is first:
+            network = configured.network(torch.device("cpu"))
+        return configured.embed(x, network)
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -147,6 +147,10 @@ class EvalConfig(Section):
     ten_crop: Bool = Field(False, description="PLA 10-crop test-time augmentation")
     amp: Bool = Field(False, description="embed under bf16 autocast (CUDA, or a CPU with native "
                       "BF16; float32 elsewhere)")
+    cpu_runtime: Literal["torch", "onnxruntime"] = Field(
+        "torch", description="what runs the network when evaluation embeds on the CPU: "
+                             "PyTorch, or ONNX Runtime (the 'export' extra; same features to "
+                             "float rounding, faster on light backbones)")
     pca_dim: Int | None = Field(None, ge=1, description="PCA dimension fitted on training features")
     metric: Literal["euclidean", "cosine"] = Field("euclidean")
     rerank: Bool = Field(False, description="k-reciprocal re-ranking")

@@ -27,10 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import logging
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,6 +40,7 @@ from progreid.deploy.bundle import Bundle, load_bundle
 from progreid.deploy.onnx_backend import INPUT_NAME, OUTPUT_NAME, export_metadata
 from progreid.errors import ExportError
 from progreid.evaluation.features import Embedder
+from progreid.utils.exporting import batch_axis, quiet_exporter
 from progreid.utils.io import atomic_path, atomic_write_json, probe_writable
 
 Format = Literal["onnx", "pt2"]
@@ -144,28 +142,6 @@ def check_format(fmt: str, half: bool = False) -> None:
         except ImportError as exc:
             raise ExportError("ONNX export needs onnxscript and onnxruntime, the 'export' "
                               "extra: pip install 'progreid[export]'") from exc
-
-
-@contextmanager
-def quiet_exporter() -> Iterator[None]:
-    """Silence the exporters' notes (torchvision ops it skips, pytree deprecations, ONNX
-    graph passes)."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-def batch_axis() -> dict[str, dict[int, torch.export.Dim]]:
-    """The dynamic batch axis of the input (the output's follows)."""
-    return {INPUT_NAME: {0: torch.export.Dim("batch")}}
 
 
 def write_onnx(module: nn.Module, example: torch.Tensor, path: Path,

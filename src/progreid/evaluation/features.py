@@ -7,8 +7,9 @@ images through it, so they all live in the same space.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from progreid.config import Config
 from progreid.data.loading import Workers, build_eval_loader
 from progreid.data.sample import Sample
 from progreid.data.transforms import flip, normalize, ten_crop
+from progreid.evaluation.onnx_runtime import OnnxNetwork
 from progreid.evaluation.pca import Projection
 from progreid.utils.device import use_bf16_autocast
 from progreid.utils.distributed import gather_strided_rows, process_group, share_rank0_buffers
@@ -51,8 +53,12 @@ class Embedder:
     #: Run the network on channels_last tensors (faster on the CPU and on CUDA, same results to
     #: float rounding; docs/performance.md). The model is converted once, here.
     channels_last: bool = True
-    #: Run the network under bf16 autocast where :func:`use_bf16_autocast` allows (``eval.amp``).
+    #: Run the network under bf16 autocast where :func:`use_bf16_autocast` allows (``eval.amp``;
+    #: PyTorch only).
     amp: bool = False
+    #: What runs the network when :meth:`extract` embeds on the CPU (``eval.cpu_runtime``):
+    #: PyTorch, or ONNX Runtime on a snapshot of the weights (:mod:`.onnx_runtime`).
+    cpu_runtime: Literal["torch", "onnxruntime"] = "torch"
 
     def __post_init__(self) -> None:
         if self.channels_last:
@@ -63,12 +69,21 @@ class Embedder:
                    projection: Projection | None = None) -> Embedder:
         """``model`` at the size of ``cfg.data`` with the test-time augmentation of ``cfg.eval``."""
         return cls(model, cfg.data.height, cfg.data.width, cfg.eval.flip, cfg.eval.ten_crop,
-                   projection, amp=cfg.eval.amp)
+                   projection, amp=cfg.eval.amp, cpu_runtime=cfg.eval.cpu_runtime)
+
+    def network(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What embeds a normalised batch on ``device``: the model, or for ``cpu_runtime``
+        onnxruntime on the CPU, the model's current weights in an onnxruntime session."""
+        if self.cpu_runtime == "onnxruntime" and device.type == "cpu":
+            return OnnxNetwork(self.model, self.height, self.width)
+        return self.model
 
     @torch.no_grad()
-    def embed(self, images_uint8: torch.Tensor) -> torch.Tensor:
+    def embed(self, images_uint8: torch.Tensor,
+              network: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Embeddings of one ``B x 3 x H x W`` uint8 batch (the model must be in eval mode),
-        averaged over the test-time views.
+        averaged over the test-time views; ``network`` (default: the model) runs the views,
+        :meth:`network` gives the configured one.
 
         Images are normalised with ``model.normalization``, the ``(mean, std)`` of its backbone's
         pretrained weights (recorded in the model bundle), exactly as in training. ``ten_crop``
@@ -80,10 +95,13 @@ class Embedder:
         else:
             views = [images_uint8, flip(images_uint8)] if self.flip else [images_uint8]
         mean, std = self.model.normalization
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        bf16 = self.amp and use_bf16_autocast(True, images_uint8.device)
+        network = self.model if network is None else network
+        torch_network = network is self.model
+        layout = (torch.channels_last if self.channels_last and torch_network
+                  else torch.contiguous_format)
+        bf16 = self.amp and torch_network and use_bf16_autocast(True, images_uint8.device)
         with torch.autocast(images_uint8.device.type, torch.bfloat16, enabled=bf16):
-            features = sum(self.model(normalize(v, mean, std).contiguous(memory_format=layout))
+            features = sum(network(normalize(v, mean, std).contiguous(memory_format=layout))
                            .float() for v in views) / len(views)
         return features if self.projection is None else self.projection(features)
 
@@ -106,8 +124,9 @@ class Embedder:
             share_rank0_buffers(self.model)
         loader = build_eval_loader(samples[rank::world], self.height, self.width, batch_size,
                                    workers)
+        network = self.network(device)
         bar = progress(loader, f"embedding {len(samples)} images", unit="batch", enabled=rank == 0)
-        chunks = [self.embed(images.to(device, non_blocking=True)) for images, *_ in bar]
+        chunks = [self.embed(images.to(device, non_blocking=True), network) for images, *_ in bar]
         self.model.train(was_training)
         features = torch.cat(chunks) if chunks else torch.empty(0, 0, device=device)
         if world > 1:

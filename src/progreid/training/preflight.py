@@ -34,6 +34,8 @@ EXTRAS: tuple[tuple[str, Callable[[Config], bool], tuple[str, ...], str, str], .
      "choose another train.method"),
     ("train.tensorboard = true", lambda cfg: cfg.train.tensorboard, ("tensorboard",),
      "tensorboard", "set train.tensorboard=false"),
+    ("eval.cpu_runtime = 'onnxruntime'", lambda cfg: cfg.eval.cpu_runtime == "onnxruntime",
+     ("onnxruntime", "onnxscript"), "export", "set eval.cpu_runtime=torch"),
 )
 OUTPUT_SETTING = "train.output_dir = {}"
 OUTPUT_FIX = "choose another folder: --set train.output_dir=DIR"
