@@ -51,6 +51,7 @@ class Gallery:
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Gallery indices (B x S, ascending, padded with 0) of each query's same-identity
         items, and the masks of its valid matches (other camera) and of its junk (same camera)."""
+        q_pids = q_pids.contiguous()  # a column of a label matrix would warn and be copied twice
         start = torch.searchsorted(self.sorted_pids, q_pids)
         count = torch.searchsorted(self.sorted_pids, q_pids, right=True) - start
         width = int(count.max()) if count.numel() else 0
