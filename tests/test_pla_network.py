@@ -91,7 +91,8 @@ def test_fig3_recipes_share_all_but_heads_and_loss(folder: str, prefix: str, sha
 TINY = ["data.dataset=synthetic", "data.height=64", "data.width=32", "data.p=4",
         "data.batches_per_epoch=1", "model.pretrained=null", "model.width=0.25",
         "model.embedding_dim=8", "train.progress=false", "train.device=cpu",
-        "train.threads=1", "eval.batch_size=64", "eval.ten_crop=false"]
+        "train.threads=1", "eval.batch_size=64", "eval.ten_crop=false",
+        "eval.cpu_runtime=torch"]  # an ONNX export costs more than these tiny evaluations
 TINY_PLA = ["pla.initial_candidates=2", "pla.explore_epochs=2", "pla.exploit_epochs=1",
             "pla.max_epochs=1", "pla.ei_samples=16"]
 

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: slows the first epochs), evaluated on one crop without flip to stay quick.
 SHORT = ["train.epochs=3", "data.batches_per_epoch=20", "data.height=128", "data.erase_p=0.0",
          "schedule.warmup_epochs=0", "schedule.milestones=[]", "train.checkpoint_every=3",
-         "eval.flip=false", "eval.ten_crop=false"]
+         "eval.flip=false", "eval.ten_crop=false",
+         "eval.cpu_runtime=torch"]  # an ONNX export costs more than this small evaluation
 
 
 @pytest.mark.slow

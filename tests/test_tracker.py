@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: One short epoch of the CUHK01 baseline recipe at 128 x 64, one crop without flip.
 SHORT = ["train.epochs=1", "data.batches_per_epoch=20", "data.height=128", "data.erase_p=0.0",
          "schedule.warmup_epochs=0", "schedule.milestones=[]", "train.checkpoint_every=1",
-         "eval.flip=false", "eval.ten_crop=false", "data.cache=false", "train.progress=false"]
+         "eval.flip=false", "eval.ten_crop=false", "data.cache=false", "train.progress=false",
+         "eval.cpu_runtime=torch"]  # an ONNX export costs more than this small evaluation
 GROUPS, PEOPLE = 4, 5  # 4 runs of the example, each on 5 people x 4 images (its 20 frames)
 
 
