@@ -35,6 +35,7 @@ from progreid.data.loading import build_eval_loader
 from progreid.data.transforms import flip, normalize
 from progreid.deploy.bundle import load_bundle
 from progreid.evaluation.features import Embedder
+from progreid.evaluation.onnx_runtime import session_options
 from progreid.models import build_model
 from progreid.utils.device import cpu_has_native_bf16
 
@@ -72,9 +73,7 @@ def onnx_runner(embedder: Embedder, batches: list[torch.Tensor],
 
     path = folder / "model.onnx"
     write_onnx(EmbeddingModel(embedder).eval(), batches[0][:2], path, {})
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = onnxruntime.InferenceSession(str(path), options,
+    session = onnxruntime.InferenceSession(str(path), session_options(),
                                            providers=["CPUExecutionProvider"])
     return lambda images: torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
 

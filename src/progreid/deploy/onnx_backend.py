@@ -22,6 +22,7 @@ import torch
 from progreid.config import Config, config_from_dict, config_to_dict
 from progreid.deploy.api import ReIDModel
 from progreid.errors import CheckpointError, MissingDependencyError
+from progreid.evaluation.onnx_runtime import session_options
 from progreid.evaluation.threshold import MatchThreshold
 
 FORMAT = "progreid-onnx-1"
@@ -105,10 +106,8 @@ def load_onnx(path: Path, device: str = "auto",
         raise CheckpointError(f"model file not found: {path}")
     ort = require_onnxruntime()
     target, providers = session_device(device, ort.get_available_providers())
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
     try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
+        session = ort.InferenceSession(str(path), session_options(), providers=providers)
     except Exception as exc:  # onnxruntime's own error types are not public
         raise CheckpointError(f"{path} is not a readable ONNX model "
                               f"({str(exc).strip().splitlines()[0]})") from exc

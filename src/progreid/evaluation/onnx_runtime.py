@@ -5,10 +5,12 @@ The model, in eval mode, is exported once per pass with torch's ONNX exporter (i
 they are then) and run in an onnxruntime session on torch's thread count. The features equal
 PyTorch's to float rounding (about 1e-5 of the largest value); on the 2 development cores the
 ImageNet MobileNetV2 of the CPU recipes embeds several times faster than in PyTorch
-(docs/performance.md, "Embedding a test set").
+(docs/performance.md, "CPU fast paths").
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +33,15 @@ def require_onnx_runtime() -> None:
                                      "eval.cpu_runtime=torch") from exc
 
 
+def session_options() -> Any:
+    """onnxruntime session options on torch's CPU thread count (onnxruntime must be installed)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return options
+
+
 class OnnxNetwork:
     """``model`` (float32 ``B x 3 x height x width`` in, ``B x D`` out) as an onnxruntime CPU
     session, called like the model on a CPU batch."""
@@ -43,10 +54,9 @@ class OnnxNetwork:
         with quiet_exporter():
             program = torch.onnx.export(model.eval(), (example,), dynamo=True,
                                         dynamic_shapes=batch_axis(), verbose=False)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(),
-                                                    options, providers=["CPUExecutionProvider"])
+                                                    session_options(),
+                                                    providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
