@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from progreid.config import load_config, save_config
 from progreid.data.synthetic import generate_pedestrians
@@ -68,23 +69,43 @@ def tracker_example_code() -> str:
     return section[start:section.index("\n```", start)]
 
 
-def run_tracker_example(folder: Path, run: Path, frames: list[Path]) -> list[int]:
+def run_tracker_example(folder: Path, run: Path, clip: Path) -> list[int]:
     """Run the tracker example (docs/deployment.md) as written in ``folder``, laid out as it
-    assumes: the run under ``runs/demo``, ``frames`` (at most 20, in order) as the stand-in frames
-    ``.cache/progreid/synthetic/query/*.jpg``. Returns the track it printed for each frame."""
+    assumes: the run under ``runs/demo``, ``clip`` (``frames/*.jpg`` and ``gt.txt``) as the
+    demo's clip ``.cache/progreid/synthetic/clip``. Returns the track it printed for each box,
+    in the order of ``gt.txt``'s rows (frame by frame)."""
     (folder / "runs" / "demo").mkdir(parents=True)
     (folder / "runs" / "demo" / "run").symlink_to(run)
-    stand_in = folder / ".cache" / "progreid" / "synthetic" / "query"
-    stand_in.mkdir(parents=True)
-    names = [f"{k:04d}.jpg" for k in range(len(frames))]  # sorted as given; PIL reads any format
-    for name, frame in zip(names, frames, strict=True):
-        (stand_in / name).symlink_to(frame.resolve())
+    (folder / ".cache" / "progreid" / "synthetic").mkdir(parents=True)
+    (folder / ".cache" / "progreid" / "synthetic" / "clip").symlink_to(clip.resolve())
     printed = io.StringIO()
     with contextlib.chdir(folder), contextlib.redirect_stdout(printed):
         exec(compile(tracker_example_code(), "docs/deployment.md", "exec"), {})
     lines = printed.getvalue().splitlines()
-    assert [Path(line.split()[0]).name for line in lines] == names[:20], lines
+    assert [int(line.split()[0]) for line in lines] == clip_rows(clip)[:, 0].tolist(), lines
     return [int(line.split(" track ")[1]) for line in lines]
+
+
+def clip_rows(clip: Path) -> np.ndarray:
+    """The rows of a clip's ``gt.txt`` (frame, id, left, top, width, height, ...)."""
+    return np.loadtxt(clip / "gt.txt", delimiter=",", ndmin=2)
+
+
+def crops_clip(folder: Path, frames: list[list[tuple[Path, int]]], height: int = 160,
+               width: int = 64) -> Path:
+    """A clip in the layout of the demo's (``frames/*.jpg``, ``gt.txt``) made of person crops:
+    frame ``k`` shows the crops ``frames[k]`` (image, identity) side by side, each resized to
+    ``height`` x ``width``, their boxes in ``gt.txt``."""
+    (folder / "frames").mkdir(parents=True)
+    rows = []
+    for number, crops in enumerate(frames, start=1):
+        canvas = Image.new("RGB", (width * len(crops), height))
+        for slot, (path, pid) in enumerate(crops):
+            canvas.paste(Image.open(path).convert("RGB").resize((width, height)), (slot * width, 0))
+            rows.append(f"{number},{pid},{slot * width},0,{width},{height},1,-1,-1,-1")
+        canvas.save(folder / "frames" / f"{number:06d}.jpg", quality=95)
+    (folder / "gt.txt").write_text("\n".join(rows) + "\n")
+    return folder
 
 
 def adjusted_rand_index(truth: list[int], found: list[int]) -> float:

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from deploy_helpers import make_run, run_tracker_example
+from deploy_helpers import make_run
 from PIL import Image
 
 import progreid
@@ -240,28 +240,13 @@ def test_the_threshold_travels_with_the_bundle(trained_run, model):
     assert (model.calibration, model.match_threshold) == (None, None)
 
 
-def test_tracker_example_runs_as_written_and_keeps_each_persons_track(tmp_path, trained_run,
-                                                                     data):
-    """The tracker example of docs/deployment.md, run as written in a folder laid out as it
-    assumes (the run under runs/demo, stand-in frames under .cache/progreid/synthetic/query):
-    five people of the test set, each seen in four frames, tracked with the threshold the run
-    recorded."""
+def test_the_model_exposes_the_threshold_its_run_recorded(trained_run):
+    """results.json's calibration is the loaded model's (tests/test_tracker.py runs the tracker
+    example that uses it)."""
     results = json.loads((trained_run / "results.json").read_text())
     model = progreid.load(trained_run, device="cpu")
     assert model.calibration.to_dict() == results["match_threshold"]
     assert model.match_threshold == results["match_threshold"]["threshold"]  # euclidean run
-    first = {}
-    for path in sorted((data / "query").glob("*.jpg")):
-        first.setdefault(int(path.name[:4]), path)
-    people = sorted(first)[:5]
-    frames = [first[pid] for _ in range(4) for pid in people]  # people standing still
-    tracks = run_tracker_example(tmp_path, trained_run, frames)
-    # A person seen again (distance 0) keeps the track. Measured: 20 epochs of this tiny net
-    # on 12 training identities separate nothing yet (balanced accuracy 0.52, threshold 14.3),
-    # so all five share track 0; one track per person needs the demo's training or
-    # real data (tests/test_tracker.py measures that on CUHK01).
-    assert tracks[5:] == tracks[:5] * 3 and len(set(tracks)) <= 5
-    assert len(progreid.Gallery.load(tmp_path / "tracks.idx")) == len(frames)
 
 
 # ------------------------------------------------------------------ the ONNX backend

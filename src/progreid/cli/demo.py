@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from progreid.cli.synth import flag
     from progreid.config import ConfigError, load_config
     from progreid.data.synthetic import SyntheticSpecError, generate_pedestrians
+    from progreid.data.synthetic_clip import write_clip
     from progreid.report.html import write_report
     from progreid.training.run import evaluate_untrained, train
     from progreid.utils.device import resolve_device
@@ -37,9 +38,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(demo_config_path(), [f"data.root={args.data}",
                                            f"train.output_dir={run_dir}", *args.overrides])
     start = time.perf_counter()
-    print(f"[1/4] synthetic pedestrians -> {cfg.data.root}")
+    clip = Path(cfg.data.root) / "clip"
+    print(f"[1/4] synthetic pedestrians -> {cfg.data.root} (a camera clip for trackers: {clip})")
     try:
         generate_pedestrians(cfg.data.root)
+        write_clip(clip)
     except SyntheticSpecError as exc:  # the demo asks for the default dataset
         raise ConfigError(exc.spelled(flag)) from exc
     print("[2/4] evaluating the untrained network")

@@ -182,7 +182,7 @@ class Camera:
     perspective: tuple[float, ...]
 
 
-def _rng(seed: int, *key: int) -> np.random.Generator:
+def rng_stream(seed: int, *key: int) -> np.random.Generator:
     """An independent stream per (seed, key): images do not depend on generation order."""
     return np.random.default_rng([seed, *key])
 
@@ -235,7 +235,7 @@ def _random_person(rng: np.random.Generator) -> tuple[Person, tuple[object, ...]
 def make_identities(count: int, seed: int) -> list[Person]:
     """``count`` identities whose signatures differ pairwise in at least two attributes, so that
     every identity is learnable; many still share colours."""
-    rng = _rng(seed, _STREAM_IDENTITY)
+    rng = rng_stream(seed, _STREAM_IDENTITY)
     people: list[Person] = []
     signatures: list[tuple[object, ...]] = []
     while len(people) < count:
@@ -258,7 +258,7 @@ def _perspective_coeffs(src: np.ndarray, dst: np.ndarray) -> tuple[float, ...]:
 
 def make_camera(index: int, seed: int, height: int, width: int) -> Camera:
     """Camera ``index`` (0-based): its colour cast, illumination, optics, scene and viewpoint."""
-    rng = _rng(seed, _STREAM_CAMERA, index)
+    rng = rng_stream(seed, _STREAM_CAMERA, index)
     log_gains = rng.uniform(-0.12, 0.12, 3)
     gains = np.exp(log_gains - log_gains.mean())  # a cast that keeps the overall brightness
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -419,7 +419,7 @@ def _muted(rng: np.random.Generator, strength: float) -> Colour:
     return _jitter(rng, (int(c[0]), int(c[1]), int(c[2])), 10)
 
 
-def _background(rng: np.random.Generator, camera: Camera, height: int,
+def scene_background(rng: np.random.Generator, camera: Camera, height: int,
                 width: int) -> tuple[Image.Image, Colour]:
     """A wall over the camera's floor with clutter, in muted palette colours; also returns the
     wall colour."""
@@ -455,7 +455,7 @@ def _occlude(rng: np.random.Generator, canvas: Image.Image, height: int, width: 
         draw.rectangle([0, rng.uniform(0.7, 0.85) * height, width, height], fill=colour)
 
 
-def _camera_pipeline(rng: np.random.Generator, image: Image.Image, camera: Camera,
+def camera_pipeline(rng: np.random.Generator, image: Image.Image, camera: Camera,
                      fill: Colour) -> bytes:
     """Perspective (``fill`` outside the scene), blur, colour cast, illumination, tone curve,
     noise, then JPEG bytes."""
@@ -480,7 +480,7 @@ def render_image(rng: np.random.Generator, person: Person | None, camera: Camera
                  width: int, zoom: float = 1.0) -> bytes:
     """One JPEG of ``person`` (or of background only, when None) seen by ``camera``; ``zoom`` > 1
     enlarges the figure beyond the box, as in a bad detection."""
-    canvas, wall = _background(rng, camera, height, width)
+    canvas, wall = scene_background(rng, camera, height, width)
     if person is not None:
         fit = min(0.98, camera.scale * person.height * math.exp(rng.normal(0.0, 0.05)))
         ph = fit * height * zoom
@@ -491,7 +491,13 @@ def render_image(rng: np.random.Generator, person: Person | None, camera: Camera
         render_person(canvas, person, view, cx, top, ph, rng.uniform(0, 2 * np.pi))
     if rng.random() < 0.25:
         _occlude(rng, canvas, height, width)
-    return _camera_pipeline(rng, canvas, camera, wall)
+    return camera_pipeline(rng, canvas, camera, wall)
+
+
+def split_identities(spec: SyntheticSpec) -> set[int]:
+    """The training identities of ``spec`` (1-based); the others are its test identities."""
+    order = rng_stream(spec.seed, _STREAM_SPLIT).permutation(spec.identities) + 1
+    return set(order[: spec.train_identities].tolist())
 
 
 def _write_images(root: Path, spec: SyntheticSpec) -> dict[str, int]:
@@ -500,8 +506,7 @@ def _write_images(root: Path, spec: SyntheticSpec) -> dict[str, int]:
         (root / folder).mkdir(parents=True)
     people = make_identities(spec.identities, spec.seed)
     cams = [make_camera(c, spec.seed, spec.height, spec.width) for c in range(spec.cameras)]
-    order = _rng(spec.seed, _STREAM_SPLIT).permutation(spec.identities) + 1
-    train = set(order[: spec.train_identities].tolist())
+    train = split_identities(spec)
     frames = [0] * spec.cameras
     written = dict.fromkeys(FOLDERS, 0)
 
@@ -513,14 +518,14 @@ def _write_images(root: Path, spec: SyntheticSpec) -> dict[str, int]:
             written[key] += 1
 
     def shot(pid: int, cam: int, index: int) -> bytes:
-        rng = _rng(spec.seed, _STREAM_IMAGE, pid, cam, index)
+        rng = rng_stream(spec.seed, _STREAM_IMAGE, pid, cam, index)
         return render_image(rng, people[pid - 1], cams[cam], spec.height, spec.width)
 
     for pid in range(1, spec.identities + 1):
         query_cams: set[int] = set()
         query_index = 0
         if pid not in train:
-            pick = _rng(spec.seed, _STREAM_SPLIT, pid)
+            pick = rng_stream(spec.seed, _STREAM_SPLIT, pid)
             query_cams = set(pick.choice(spec.cameras, spec.query_cameras, replace=False).tolist())
             query_index = int(pick.integers(spec.images_per_camera))
         for cam in range(spec.cameras):
@@ -535,7 +540,7 @@ def _write_images(root: Path, spec: SyntheticSpec) -> dict[str, int]:
                 else:
                     emit(["gallery"], pid, cam, shot(pid, cam, index))
     for j in range(spec.distractors):
-        rng = _rng(spec.seed, _STREAM_DISTRACTOR, j)
+        rng = rng_stream(spec.seed, _STREAM_DISTRACTOR, j)
         cam = int(rng.integers(spec.cameras))
         kind = rng.choice(3, p=[0.5, 0.3, 0.2])
         person = None if kind == 2 else _random_person(rng)[0]
