@@ -13,6 +13,7 @@ printed and written to ``--doc`` (Markdown).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -27,7 +28,7 @@ from progreid.utils.io import atomic_write_json, atomic_write_text
 
 METRICS = ("rank1", "rank5", "mAP", "mINP")
 WALL_NAME = "wall_time.json"
-REEVAL_NAME = "results-eval.json"
+LEGACY_REEVAL_NAME = "results-eval.json"  # one re-evaluation a run, before they were keyed
 #: The line of ``--doc`` below which the tables go; the text above it is kept.
 MARKER = "<!-- the tables below are written by benchmarks/accuracy.py; text above is kept -->"
 
@@ -96,20 +97,33 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.1f} ± {spread:.1f}"
 
 
+def reeval_name(overrides: list[str]) -> str:
+    """The file of a run's re-evaluation with ``overrides``: one per set of overrides, so that
+    several protocols (multi-query, re-ranking, 10-crop) can be tabulated from the same runs."""
+    key = hashlib.sha1("\n".join(sorted(overrides)).encode()).hexdigest()[:12]
+    return f"results-eval-{key}.json"
+
+
 def reevaluate(job: Job, threads: int, overrides: list[str]) -> None:
     """``progreid evaluate`` a finished run with ``overrides`` (e.g. another test-time
-    augmentation) into ``results-eval.json``, once: the trained weights do not depend on the
-    ``eval`` section."""
-    target = job.run_dir / REEVAL_NAME
+    augmentation) into :func:`reeval_name`, once: the trained weights do not depend on the
+    ``eval`` section. A legacy ``results-eval.json`` made with the same overrides is renamed."""
+    target = job.run_dir / reeval_name(overrides)
+    legacy = job.run_dir / LEGACY_REEVAL_NAME
+    if not target.exists() and legacy.exists() and \
+            json.loads(legacy.read_text()).get("overrides") == overrides:
+        legacy.rename(target)
     if target.exists() or not (job.run_dir / "results.json").exists():
         return
+    start = time.perf_counter()
     result = subprocess.run(progreid_command(["evaluate", str(job.run_dir), "--json"], overrides),
                             env=threads_env(threads), capture_output=True, text=True,
                             check=False)
     if result.returncode != 0:
         raise RuntimeError(f"evaluating {job.run_dir} failed: {result.stderr.strip()[-500:]}")
     metrics = json.loads(result.stdout[result.stdout.index("{"):])
-    atomic_write_json(target, {"overrides": overrides, **metrics})
+    atomic_write_json(target, {"overrides": overrides, "eval_seconds":
+                               round(time.perf_counter() - start, 1), **metrics})
 
 
 def results_of(jobs: list[Job], name: str = "results.json") -> dict[str, dict[int, dict]]:
@@ -231,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(lambda j: reevaluate(j, args.threads, args.eval_set), jobs))
         text += (f"\n## The same runs evaluated with `{' '.join(args.eval_set)}`\n\n"
-                 + markdown(results_of(jobs, REEVAL_NAME), baseline, args.threads, command))
+                 + markdown(results_of(jobs, reeval_name(args.eval_set)), baseline,
+                            args.threads, command))
     print(text)
     if args.doc is not None:
         write_doc(args.doc, text, args.section)

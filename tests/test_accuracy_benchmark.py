@@ -98,3 +98,28 @@ def test_commands_carry_the_overrides_and_the_thread_count(accuracy):
     assert accuracy.progreid_command(["evaluate", "run"], ["eval.ten_crop=true"])[-4:] == [
         "evaluate", "run", "--set", "eval.ten_crop=true"]
     assert accuracy.threads_env(3)["OMP_NUM_THREADS"] == "3"
+
+
+def test_each_set_of_eval_overrides_has_its_own_file(accuracy, tmp_path, monkeypatch):
+    """Two protocols of the same runs are tabulated apart; a legacy results-eval.json with the
+    same overrides is taken over, one with other overrides left alone."""
+    mq, rr = ["eval.multi_query=avg", "eval.metric=cosine"], ["eval.rerank=true"]
+    assert accuracy.reeval_name(mq) == accuracy.reeval_name(mq[::-1])
+    assert accuracy.reeval_name(mq) != accuracy.reeval_name(rr)
+    job = accuracy.plan([tmp_path / "base.yaml"], [0], tmp_path / "out")[0]
+    finished_run(job.run_dir, 50.0, 40.0, wall=60.0)
+    (job.run_dir / "results-eval.json").write_text(json.dumps({"overrides": mq, "rank1": 61.0}))
+    evaluated = []
+
+    def fake_run(command, **kwargs):
+        evaluated.append(command[command.index("--set"):])
+        return type("Done", (), {"returncode": 0, "stdout": '{"rank1": 70.0}', "stderr": ""})()
+
+    monkeypatch.setattr(accuracy.subprocess, "run", fake_run)
+    accuracy.reevaluate(job, 1, mq)
+    accuracy.reevaluate(job, 1, rr)
+    accuracy.reevaluate(job, 1, rr)  # done once
+    assert evaluated == [["--set", "eval.rerank=true"]]
+    assert json.loads((job.run_dir / accuracy.reeval_name(mq)).read_text())["rank1"] == 61.0
+    assert json.loads((job.run_dir / accuracy.reeval_name(rr)).read_text())["rank1"] == 70.0
+    assert not (job.run_dir / "results-eval.json").exists()
