@@ -5,6 +5,7 @@ leave no file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -176,3 +177,17 @@ def test_export_command(tmp_path, data, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["path"] == str(run / "model.pt2") and printed["pca"] is False
     assert printed["checked"] == "max_abs_diff" and printed["max_abs_diff"] <= 1e-4
+
+
+def test_ten_crop_and_centre_crop_export_as_flip_averaging(tmp_path, data):
+    """Their resize does not trace: the exported module and the metadata it carries embed the
+    whole image with its mirror, as the export docstring says."""
+    from progreid.deploy.onnx_backend import export_metadata
+
+    bundle = load_bundle(make_run(tmp_path / "run", data))
+    views = bundle.config.eval.model_copy(update={"ten_crop": True, "centre_crop": True})
+    cfg = bundle.config.model_copy(update={"eval": views})
+    embedder = embedding_model(dataclasses.replace(bundle, config=cfg)).embedder
+    assert (embedder.ten_crop, embedder.centre_crop, embedder.flip) == (False, False, True)
+    exported = metadata_config(export_metadata(cfg, 16, half=False))["eval"]
+    assert (exported["ten_crop"], exported["centre_crop"], exported["flip"]) == (False, False, True)

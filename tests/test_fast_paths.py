@@ -55,3 +55,18 @@ def test_bf16_embedding_is_float32_without_native_bf16_and_close_with_it(monkeyp
     bf16 = Embedder(_network(), 64, 32, amp=True).embed(_images())
     assert bf16.dtype == torch.float32 and not torch.equal(bf16, reference)
     torch.testing.assert_close(bf16, reference, rtol=0.05, atol=0.05 * reference.abs().max())
+
+
+def test_centre_crop_embeds_the_centre_of_the_enlarged_image_and_its_mirror():
+    """eval.centre_crop: the network on 10-crop's centre view and its mirror, averaged."""
+    from progreid.data.transforms import centre_crop, flip, normalize
+
+    embedder = Embedder(_network(), 64, 32, centre_crop=True)
+    images = _images()
+    centre = centre_crop(images, 1.125)
+    mean, std = embedder.model.normalization
+    with torch.no_grad():
+        expected = sum(embedder.model(normalize(view, mean, std)) for view in
+                       (centre, flip(centre))) / 2
+    assert torch.allclose(embedder.embed(images), expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(Embedder(_network(), 64, 32).embed(images), expected, rtol=1e-2)

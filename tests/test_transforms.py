@@ -13,6 +13,7 @@ from progreid.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     BatchAugment,
+    centre_crop,
     flip,
     normalize,
     ten_crop,
@@ -139,6 +140,12 @@ def test_ten_crop_matches_direct_slicing():
         assert view.dtype == torch.uint8 and view.shape == batch.shape
         assert (view.int() - expected.int()).abs().max() <= 1
     assert all(torch.equal(view, batch) for view in ten_crop(batch, 1.0)[:5])
+
+
+def test_centre_crop_is_the_centre_view_of_ten_crop():
+    batch = _batch(3, 32, 16, seed=4)
+    assert torch.equal(centre_crop(batch, 1.125), ten_crop(batch, 1.125)[4])
+    assert torch.equal(centre_crop(batch, 1.0), batch)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -145,6 +145,9 @@ class EvalConfig(Section):
     batch_size: Int = Field(128, ge=1)
     flip: Bool = Field(True, description="average features with the mirrored image")
     ten_crop: Bool = Field(False, description="PLA 10-crop test-time augmentation")
+    centre_crop: Bool = Field(False, description="embed the centre of the image enlarged by "
+                              "1.125 (10-crop's centre view; the scale of the training crops) "
+                              "in place of the whole image, with its mirror when flip is on")
     amp: Bool = Field(False, description="embed under bf16 autocast (CUDA, or a CPU with native "
                       "BF16; float32 elsewhere)")
     cpu_runtime: Literal["torch", "onnxruntime"] = Field(

@@ -62,16 +62,30 @@ def enlarge_batch(batch: torch.Tensor, enlarge: float) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
 
 
-def ten_crop(batch: torch.Tensor, enlarge: float = 1.125) -> list[torch.Tensor]:
-    """PLA Sec. 4.2 test-time views: the 4 corners and the centre (H x W) of the batch enlarged
-    by ``enlarge``, then their mirrors; uint8 batches like the input."""
+def _crops(batch: torch.Tensor, enlarge: float, centre_only: bool) -> list[torch.Tensor]:
+    """H x W crops of the uint8 batch enlarged by ``enlarge``: the 4 corners and the centre, or
+    the centre alone."""
     _check_batch(batch)
     height, width = batch.shape[2:]
     big = enlarge_batch(batch, enlarge).round().clamp(0, 255).to(torch.uint8)
     dy, dx = big.shape[2] - height, big.shape[3] - width
-    offsets = [(0, 0), (0, dx), (dy, 0), (dy, dx), (dy // 2, dx // 2)]
-    crops = [big[:, :, y:y + height, x:x + width] for y, x in offsets]
+    offsets = [(dy // 2, dx // 2)] if centre_only else \
+        [(0, 0), (0, dx), (dy, 0), (dy, dx), (dy // 2, dx // 2)]
+    return [big[:, :, y:y + height, x:x + width] for y, x in offsets]
+
+
+def ten_crop(batch: torch.Tensor, enlarge: float = 1.125) -> list[torch.Tensor]:
+    """PLA Sec. 4.2 test-time views: the 4 corners and the centre (H x W) of the batch enlarged
+    by ``enlarge``, then their mirrors; uint8 batches like the input."""
+    crops = _crops(batch, enlarge, centre_only=False)
     return crops + [flip(c) for c in crops]
+
+
+def centre_crop(batch: torch.Tensor, enlarge: float = 1.125) -> torch.Tensor:
+    """The centre (H x W) of the uint8 batch enlarged by ``enlarge``: the centre view of
+    :func:`ten_crop`, the person at the scale the training crops (:func:`random_crop` of an
+    enlarged image) show."""
+    return _crops(batch, enlarge, centre_only=True)[0]
 
 
 def random_crop(images: torch.Tensor, height: int, width: int,

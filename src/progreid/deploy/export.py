@@ -4,8 +4,9 @@ PyTorch.
 The exported graph takes a ``uint8 B x 3 x H x W`` RGB batch (dynamic ``B``) at the run's input
 size and returns the ``B x D`` test embedding exactly as evaluation computes it: normalisation,
 the network, the mirrored-image average when ``eval.flip`` is on, and the PCA projection
-(PLA Sec. 4.2) when the bundle has one. PLA's 10-crop test-time augmentation is not exported
-(its resize does not trace); a run configured with it exports with flip averaging instead.
+(PLA Sec. 4.2) when the bundle has one. PLA's 10-crop test-time augmentation and
+``eval.centre_crop`` are not exported (their resize does not trace); a run configured with
+either exports with flip averaging of the whole image instead.
 
 ONNX goes through torch's current exporter (``torch.onnx.export(..., dynamo=True)``, which needs
 onnxscript) and carries the run's config in its ``metadata_props``
@@ -72,7 +73,8 @@ class EmbeddingModel(nn.Module):
     def __init__(self, embedder: Embedder) -> None:
         super().__init__()
         self.net = embedder.model.eval()
-        self.embedder = dataclasses.replace(embedder, ten_crop=False, amp=False)
+        self.embedder = dataclasses.replace(embedder, ten_crop=False, centre_crop=False,
+                                            amp=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.embedder.embed(images)

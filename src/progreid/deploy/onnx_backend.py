@@ -3,10 +3,11 @@ run by onnxruntime, with the interface of the PyTorch model (:class:`ReIDModel`)
 
 The graph holds the normalisation, the network, the flip average and the PCA; what the API needs
 besides travels in the file's ``metadata_props`` (:func:`export_metadata`): the run's config
-(input size, metric; ``eval.ten_crop`` off, as exported), the embedding length, the
-precision the network runs in and the run's match threshold (absent from files exported before
-it was recorded, and from runs without one). A 10-crop run's threshold was calibrated on 10-crop
-features; the exported flip-averaged features are close to them, not equal.
+(input size, metric; ``eval.ten_crop`` and ``eval.centre_crop`` off, as exported), the embedding
+length, the precision the network runs in and the run's match threshold (absent from files
+exported before it was recorded, and from runs without one). A 10-crop or centre-crop run's
+threshold was calibrated on those views' features; the exported flip-averaged features are
+close to them, not equal.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ INPUT_NAME, OUTPUT_NAME = "images", "embedding"
 def export_metadata(cfg: Config, dim: int, half: bool,
                     match_threshold: MatchThreshold | None = None) -> dict[str, str]:
     """What an exported file carries for :func:`load_onnx`: ``cfg`` as the graph computes it
-    (10-crop TTA is not exported), ``dim``, the network's precision and the match threshold."""
-    exported = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"ten_crop": False})})
+    (10-crop and centre crop are not exported), ``dim``, the network's precision and the match
+    threshold."""
+    exported = cfg.model_copy(update={"eval": cfg.eval.model_copy(
+        update={"ten_crop": False, "centre_crop": False})})
     metadata = {FORMAT_KEY: FORMAT, CONFIG_KEY: json.dumps(config_to_dict(exported)),
                 DIM_KEY: str(dim), PRECISION_KEY: "float16" if half else "float32"}
     if match_threshold is not None:

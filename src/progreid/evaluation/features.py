@@ -18,7 +18,7 @@ from torch import nn
 from progreid.config import Config
 from progreid.data.loading import Workers, build_eval_loader
 from progreid.data.sample import Sample
-from progreid.data.transforms import flip, normalize, ten_crop
+from progreid.data.transforms import centre_crop, flip, normalize, ten_crop
 from progreid.evaluation.onnx_runtime import OnnxNetwork
 from progreid.evaluation.pca import Projection
 from progreid.utils.device import use_bf16_autocast
@@ -59,6 +59,9 @@ class Embedder:
     #: What runs the network when :meth:`extract` embeds on the CPU (``eval.cpu_runtime``):
     #: PyTorch, or ONNX Runtime on a snapshot of the weights (:mod:`.onnx_runtime`).
     cpu_runtime: Literal["torch", "onnxruntime"] = "torch"
+    #: Embed the centre of the image enlarged by 1.125 (``eval.centre_crop``; and its mirror
+    #: with ``flip``) in place of the whole image; 10-crop's views include it.
+    centre_crop: bool = False
 
     def __post_init__(self) -> None:
         if self.channels_last:
@@ -69,7 +72,8 @@ class Embedder:
                    projection: Projection | None = None) -> Embedder:
         """``model`` at the size of ``cfg.data`` with the test-time augmentation of ``cfg.eval``."""
         return cls(model, cfg.data.height, cfg.data.width, cfg.eval.flip, cfg.eval.ten_crop,
-                   projection, amp=cfg.eval.amp, cpu_runtime=cfg.eval.cpu_runtime)
+                   projection, amp=cfg.eval.amp, cpu_runtime=cfg.eval.cpu_runtime,
+                   centre_crop=cfg.eval.centre_crop)
 
     def network(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
         """What embeds a normalised batch on ``device``: the model, or for ``cpu_runtime``
@@ -88,12 +92,15 @@ class Embedder:
         Images are normalised with ``model.normalization``, the ``(mean, std)`` of its backbone's
         pretrained weights (recorded in the model bundle), exactly as in training. ``ten_crop``
         follows PLA Sec. 4.2: the four corners and the centre of the image enlarged by 1.125,
-        and their mirrors; otherwise ``flip`` averages with the mirrored image.
+        and their mirrors; otherwise ``flip`` averages the image (or with ``centre_crop`` the
+        centre of the enlarged image) with its mirror.
         """
         if self.ten_crop:
             views = ten_crop(images_uint8, TEN_CROP_ENLARGE)
         else:
-            views = [images_uint8, flip(images_uint8)] if self.flip else [images_uint8]
+            image = (centre_crop(images_uint8, TEN_CROP_ENLARGE) if self.centre_crop
+                     else images_uint8)
+            views = [image, flip(image)] if self.flip else [image]
         mean, std = self.model.normalization
         network = self.model if network is None else network
         torch_network = network is self.model
