@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
 import pytest
 
-from progreid.utils.io import append_jsonl, atomic_path, atomic_write_json, read_jsonl
+from progreid.utils.io import (
+    append_jsonl,
+    atomic_folder,
+    atomic_path,
+    atomic_write_json,
+    read_jsonl,
+)
 
 
 def test_written_file_gets_the_umask_mode(tmp_path):
@@ -35,3 +42,19 @@ def test_jsonl_ignores_a_trailing_partial_line(tmp_path):
     with open(log, "a") as fh:
         fh.write('{"epoch": 2, "lo')
     assert read_jsonl(log) == [{"epoch": 1}]
+
+
+def test_atomic_folder_renames_on_success_and_leaves_nothing_otherwise(tmp_path):
+    with atomic_folder(tmp_path / "out") as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.txt"]
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "failed") as tmp:
+        (tmp / "a.txt").write_text("a")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    for elsewhere in (False, True):  # the target was filled meanwhile: an error unless it is
+        ok = contextlib.nullcontext() if elsewhere else pytest.raises(OSError)  # the same
+        with ok, atomic_folder(tmp_path / "out", written_elsewhere=lambda e=elsewhere: e) as tmp:
+            (tmp / "b.txt").write_text("b")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+        assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.txt"]

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from progreid.errors import ConfigError, DatasetError
-from progreid.utils.io import atomic_write_json, make_temp_dir
+from progreid.utils.io import atomic_folder, atomic_write_json
 
 GENERATOR_VERSION = 1
 MANIFEST_NAME = "synthetic.json"
@@ -612,18 +611,10 @@ def write_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec) -> Path:
     out = Path(out_dir)
     if _check_output(out, spec):
         return out
-    tmp = make_temp_dir(out)
-    try:
+    with atomic_folder(out, written_elsewhere=lambda: is_current(out, spec)) as tmp:
         manifest = {"format": MANIFEST_FORMAT, "version": GENERATOR_VERSION, "spec": asdict(spec),
                     "counts": _write_images(tmp, spec)}
         atomic_write_json(tmp / MANIFEST_NAME, manifest)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not is_current(out, spec):  # else another process has just written it
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed
     return out
 
 

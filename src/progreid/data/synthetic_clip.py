@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from progreid.data.synthetic import (
     split_identities,
 )
 from progreid.errors import DatasetError
-from progreid.utils.io import atomic_write_json, make_temp_dir
+from progreid.utils.io import atomic_folder, atomic_write_json
 
 CLIP_VERSION = 1
 CLIP_MANIFEST = "clip.json"
@@ -195,12 +194,8 @@ def write_clip(out_dir: str | os.PathLike, spec: ClipSpec = ClipSpec()) -> Path:
         raise DatasetError(f"{out} exists and does not hold this synthetic clip "
                            f"({CLIP_MANIFEST} differs or is missing): choose another folder or "
                            f"delete {out}")
-    tmp = make_temp_dir(out)
-    try:
+    with atomic_folder(out) as tmp:
         _render_frames(tmp, spec)
         atomic_write_json(tmp / CLIP_MANIFEST, _manifest(spec))
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed
     return out
 

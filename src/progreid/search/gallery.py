@@ -4,8 +4,6 @@ does), pool a tracklet into one query as the multi-query protocol does, save and
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +29,7 @@ from progreid.search.index import (
     write_new_items,
 )
 from progreid.search.query import QueryResult, rank_gallery, ranked_results
-from progreid.utils.io import make_temp_dir
+from progreid.utils.io import atomic_folder
 from progreid.utils.progress import progress
 
 #: Features (``N x D`` float array or tensor) or images (anything :meth:`ReIDModel.embed` takes).
@@ -214,15 +212,11 @@ class Gallery:
         temporary folder renamed into place."""
         check_new_root(root)
         old = self.index
-        tmp = make_temp_dir(root)
-        try:
+        with atomic_folder(root) as tmp:
             new = empty_index(tmp, old.model, old.metric, old.ann_policy, old.ann_threshold,
                               old.naming)
             new.skipped = dict(old.skipped)
             add_items(new, old.features, old.items)
             write_new_items(new, len(new))
-            os.replace(tmp, root)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed
         new.root = root
         return new

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -124,6 +125,25 @@ def make_temp_dir(target: str | os.PathLike) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     return tmp
+
+
+@contextmanager
+def atomic_folder(target: str | os.PathLike,
+                  written_elsewhere: Callable[[], bool] | None = None) -> Iterator[Path]:
+    """Yield an empty temp folder beside ``target`` (:func:`make_temp_dir`); on success it is
+    renamed onto ``target`` (absent or empty). On any error the temp folder is removed and
+    ``target`` left as it was; a failed rename is not an error when ``written_elsewhere()`` says
+    another process has just put the same folder there."""
+    tmp = make_temp_dir(target)
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if written_elsewhere is None or not written_elsewhere():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed
 
 
 def remove_stale_temporaries(*folders: str | os.PathLike) -> list[Path]:
