@@ -93,6 +93,33 @@ def test_batch_hard_hinge_equals_reference(labels: list[int], margin: float) -> 
     assert loss.item() == pytest.approx(expected, rel=1e-10)
 
 
+@pytest.mark.parametrize("labels", [PK_LABELS, IRREGULAR_LABELS])
+@pytest.mark.parametrize("margin", [None, 0.3])
+def test_batch_hard_on_normalized_features_measures_cosine_distances(labels: list[int],
+                                                                     margin: float | None) -> None:
+    """On the unit sphere |a - b| = sqrt(2 - 2 cos(a, b)): the reference works from cosines."""
+    x = embed(labels, seed=8) * 30.0
+    rows = x.tolist()
+    norms = [math.sqrt(sum(v * v for v in row)) for row in rows]
+
+    def chord(a: int, b: int) -> float:
+        cos = sum(u * v for u, v in zip(rows[a], rows[b], strict=True)) / (norms[a] * norms[b])
+        return math.sqrt(max(2.0 - 2.0 * cos, 0.0))
+
+    gaps = []
+    for a, label in enumerate(labels):
+        pos = [chord(a, j) for j, lb in enumerate(labels) if lb == label and j != a]
+        neg = [chord(a, j) for j, lb in enumerate(labels) if lb != label]
+        if pos and neg:
+            gaps.append(max(pos) - min(neg))
+    per_anchor = [softplus(g) if margin is None else max(margin + g, 0.0) for g in gaps]
+    loss = batch_hard_triplet(x, torch.tensor(labels), margin=margin, features="normalized")
+    assert loss.item() == pytest.approx(sum(per_anchor) / len(per_anchor), rel=1e-9)
+    rescaled = batch_hard_triplet(x.detach() * 0.01, torch.tensor(labels), margin=margin,
+                                  features="normalized")
+    assert rescaled.item() == pytest.approx(loss.item(), rel=1e-9)
+
+
 @pytest.mark.parametrize("loss_fn", [generalized_batch_hard_triplet, batch_hard_triplet,
                                      random_triplet])
 def test_finite_gradients_with_duplicate_embeddings(loss_fn) -> None:

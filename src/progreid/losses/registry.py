@@ -47,10 +47,12 @@ class GeneralizedBatchHard(_Term):
 
 @dataclass(frozen=True)
 class BatchHard(_Term):
-    """Batch-hard triplet (TRC Table III "hard triplet"); ``margin=None``: soft margin."""
+    """Batch-hard triplet (TRC Table III "hard triplet"); ``margin=None``: soft margin; on
+    ``raw`` features (Hermans et al.'s) or ``normalized`` ones."""
 
     loss = staticmethod(batch_hard_triplet)
     margin: float | None = 0.3
+    features: Literal["raw", "normalized"] = "raw"
 
 
 @dataclass(frozen=True)

@@ -15,43 +15,25 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from progreid.losses.checks import check_batch, check_finite
-from progreid.losses.distances import pairwise_euclidean
+from progreid.losses.distances import Features, loss_features, pairwise_euclidean
 from progreid.losses.mining import identity_masks, kth_masked, masked_sum
 
 PHASES = ("vanilla", "full")
-FEATURES = ("raw", "normalized")
 #: |k Delta| from which a pair counts as saturated: S (1 - S) < 0.0067, under 3 % of the
 #: logistic's slope at 0, so the pair's gradient is negligible.
 SATURATION = 5.0
 
 Phase = Literal["vanilla", "full"]
-Features = Literal["raw", "normalized"]
-
-
-def counter_features(embeddings: Tensor, features: Features = "raw", scale: float = 1.0
-                     ) -> Tensor:
-    """The features whose Euclidean distances TRC Eq. 4 compares: ``raw``, the embeddings times
-    ``scale`` (1: the paper's plain TRC); ``normalized``, the L2-normalised embeddings times
-    ``scale``, so d lies in [0, 2 scale] and k Delta in [-2 k scale, 2 k scale]."""
-    if features not in FEATURES:
-        raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
-    scale = check_finite("scale", scale)
-    if scale <= 0:
-        raise ValueError(f"scale must be > 0, got {scale!r}")
-    if features == "normalized":
-        embeddings = F.normalize(embeddings, dim=1)
-    return embeddings * scale
 
 
 def _smooth_counters(embeddings: Tensor, labels: Tensor, k: float, features: Features,
                      scale: float) -> tuple[Tensor, Tensor, Tensor]:
     """B x B matrices ``(S, Delta, pairs)``: Delta[a, p] = d_ap - min_n d_an on
-    :func:`counter_features`, S = sigmoid(k Delta) (TRC Eq. 4), and the mask of the
-    anchor/positive pairs (a != p) where they are defined.
+    :func:`~progreid.losses.distances.loss_features`, S = sigmoid(k Delta) (TRC Eq. 4), and
+    the mask of the anchor/positive pairs (a != p) where they are defined.
 
     ``torch.sigmoid`` saturates to exactly 0 or 1 with a zero gradient for large |k Delta|, so
     k = 100 and large distances stay finite. An anchor without a negative (only in a one-identity
@@ -61,7 +43,7 @@ def _smooth_counters(embeddings: Tensor, labels: Tensor, k: float, features: Fea
     k = check_finite("k", k)
     if k <= 0:
         raise ValueError(f"k must be > 0, got {k!r}")
-    dist = pairwise_euclidean(counter_features(embeddings, features, scale))
+    dist = pairwise_euclidean(loss_features(embeddings, features, scale))
     positive, negative = identity_masks(labels)
     near_negative, has_negative = kth_masked(dist, negative, 1, largest=False)
     delta = dist - near_negative[:, None]
@@ -79,7 +61,8 @@ def _counted(delta: Tensor, pairs: Tensor, phase: Phase) -> Tensor:
 def top_rank_counter(embeddings: Tensor, labels: Tensor, k: float = 10.0, phase: Phase = "full",
                      features: Features = "raw", scale: float = 1.0) -> Tensor:
     """TRC Eq. 5-6 normalised: sum of S(a, p, N_a; k) over the anchor/positive pairs, divided by
-    the number of all anchor/positive pairs in the batch, on the :func:`counter_features`.
+    the number of all anchor/positive pairs in the batch, on the
+    :func:`~progreid.losses.distances.loss_features`.
 
     ``phase="full"`` sums every pair (TRC Sec. IV, phase 2); ``phase="vanilla"`` only the pairs
     that break the top-rank constraint, d_ap >= min_n d_an (phase 1), so satisfied pairs get no

@@ -13,13 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from progreid.losses.checks import check_batch, check_finite, check_int_at_least
-from progreid.losses.distances import pairwise_euclidean
+from progreid.losses.distances import Features, loss_features, pairwise_euclidean
 from progreid.losses.mining import identity_masks, kth_masked, masked_mean
 
 
-def _generalized_gaps(embeddings: Tensor, labels: Tensor, k: int, p: int) -> tuple[Tensor, Tensor]:
-    """Per anchor T_{k,p} = Largest^k(D_ab) - Smallest^p(D_an) (PLA Eq. 4) and its validity mask."""
-    dist = pairwise_euclidean(embeddings)
+def _generalized_gaps(embeddings: Tensor, labels: Tensor, k: int, p: int,
+                      features: Features = "raw") -> tuple[Tensor, Tensor]:
+    """Per anchor T_{k,p} = Largest^k(D_ab) - Smallest^p(D_an) (PLA Eq. 4) on the
+    :func:`~progreid.losses.distances.loss_features`, and its validity mask."""
+    dist = pairwise_euclidean(loss_features(embeddings, features))
     positive, negative = identity_masks(labels)
     far_positive, has_positive = kth_masked(dist, positive, k, largest=True)
     near_negative, has_negative = kth_masked(dist, negative, p, largest=False)
@@ -42,14 +44,17 @@ def generalized_batch_hard_triplet(embeddings: Tensor, labels: Tensor, k: int = 
     return masked_mean(F.softplus(margin + gaps), valid)
 
 
-def batch_hard_triplet(embeddings: Tensor, labels: Tensor, margin: float | None = 0.3) -> Tensor:
+def batch_hard_triplet(embeddings: Tensor, labels: Tensor, margin: float | None = 0.3,
+                       features: Features = "raw") -> Tensor:
     """Hermans et al.'s batch-hard triplet loss (PLA Eq. 2; TRC Table III "Hard triplet").
 
     Per anchor ``[margin + hardest positive - hardest negative]_+``, averaged over anchors;
     ``margin=None`` is the soft margin ``softplus(hardest positive - hardest negative)``.
+    ``features="normalized"`` measures the distances between L2-normalised embeddings, so the
+    margin is in units of the unit sphere's (distances in [0, 2]) whatever the feature norm.
     """
     check_batch(embeddings, labels)
-    gaps, valid = _generalized_gaps(embeddings, labels, 1, 1)
+    gaps, valid = _generalized_gaps(embeddings, labels, 1, 1, features)
     if margin is None:
         return masked_mean(F.softplus(gaps), valid)
     return masked_mean(F.relu(check_finite("margin", margin) + gaps), valid)
