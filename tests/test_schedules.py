@@ -47,6 +47,17 @@ def test_cosine_after_warmup_reaches_the_final_factor_at_e1():
     assert rates[2] - 0.01 == pytest.approx(0.99 - (rates[4] - 0.01))  # symmetric around half
 
 
+def test_warm_restarts_repeat_the_warm_up_and_the_cosine():
+    """Two 5-epoch cycles (the schedule of TRC's two phases, on a one-phase method)."""
+    once = ScheduleConfig(name="cosine", warmup_epochs=1, warmup_factor=0.1, e1=4,
+                          final_factor=0.01)
+    twice = once.model_copy(update={"restart_every": 5})
+    cycle = [learning_rate(e, 1.0, once) for e in range(5)]
+    assert [learning_rate(e, 1.0, twice) for e in range(10)] == cycle + cycle
+    assert cycle[0] == pytest.approx(0.1) and cycle[4] == pytest.approx(0.01)
+    assert learning_rate(7, 1.0, once) == pytest.approx(0.01)  # without restarts: held
+
+
 def test_beta1_switch():
     cfg = ScheduleConfig(beta1_switch_epoch=150, beta1_after=0.5)
     assert adam_beta1(149, 0.9, cfg) == 0.9

@@ -116,6 +116,9 @@ class ScheduleConfig(Section):
     e1: Int = Field(300, ge=1, description="exponential, cosine: lr reaches final_factor * lr "
                     "at e1")
     final_factor: Float = Field(0.001, gt=0.0)
+    restart_every: Int | None = Field(
+        None, ge=1, description="restart the learning-rate schedule, warm-up included, every so "
+        "many epochs (warm restarts, Loshchilov & Hutter 2017); none: one schedule")
     beta1_switch_epoch: Int | None = Field(None, ge=0, description="Adam beta1 changes after it")
     beta1_after: Float = Field(0.5, ge=0.0, le=1.0)
 

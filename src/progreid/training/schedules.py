@@ -28,7 +28,8 @@ def step_lr(epoch: int, base_lr: float, milestones: list[int], gamma: float) -> 
 
 def cosine_lr(epoch: int, base_lr: float, start: int, end: int, final_factor: float) -> float:
     """Half a cosine from ``base_lr`` at ``start`` to ``final_factor * base_lr`` at ``end``
-    (Loshchilov & Hutter 2017, without restarts); constant outside ``[start, end]``."""
+    (Loshchilov & Hutter 2017; restarts: :func:`learning_rate`); constant outside
+    ``[start, end]``."""
     progress = min(max(epoch - start, 0) / max(end - start, 1), 1.0)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
     return base_lr * (final_factor + (1.0 - final_factor) * cosine)
@@ -42,7 +43,10 @@ def warmup_factor(epoch: int, warmup_epochs: int, start_factor: float) -> float:
 
 
 def learning_rate(epoch: int, base_lr: float, cfg: ScheduleConfig) -> float:
-    """Learning rate for the epoch that starts after ``epoch`` completed epochs."""
+    """Learning rate for the epoch that starts after ``epoch`` completed epochs; with
+    ``cfg.restart_every`` the schedule, warm-up included, starts again every so many epochs."""
+    if cfg.restart_every is not None:
+        epoch %= cfg.restart_every
     if cfg.name == "exponential":
         lr = exponential_decay_lr(epoch, base_lr, cfg.e0, cfg.e1, cfg.final_factor)
     elif cfg.name == "cosine":
