@@ -34,8 +34,8 @@ def test_short_pretrained_cuhk01_run_beats_off_the_shelf_features(cuhk01_root, t
     # 972 queries, chance 0.2 % rank-1. Measured (rank-1 / rank-10 / mAP): random init 1.0 / 6.8 /
     # 2.2 %, ImageNet features 6.5 / 19.5 / 7.2 %, after these 60 steps 20.9 / 49.5 / 22.7 % at 1
     # torch thread (13.4 / 39.6 / 15.7 % with batch-hard on the raw feature; the full recipe
-    # reaches 66 %). Single-crop
-    # evaluation: the recipe's 10-crop TTA would make the three evaluations 10 times as long.
+    # reaches 66 %). Single-crop evaluation: the recipe's 10-crop TTA would make the three
+    # evaluations 10 times as long.
     assert off_the_shelf["rank1"] > 2 * random_init["rank1"], (random_init, off_the_shelf)
     assert off_the_shelf["mAP"] > random_init["mAP"] + 2.0, (random_init, off_the_shelf)
     assert after["rank1"] > off_the_shelf["rank1"] + 2.5, (off_the_shelf, after)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -10,8 +10,8 @@ from torch import Tensor
 
 from progreid.losses.checks import check_finite
 
-FEATURES = ("raw", "normalized")
 Features = Literal["raw", "normalized"]
+FEATURES: tuple[str, ...] = get_args(Features)
 
 
 def pairwise_euclidean(x: Tensor) -> Tensor:

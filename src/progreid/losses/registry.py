@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from progreid.losses.classification import cross_entropy_label_smooth
+from progreid.losses.distances import Features
 from progreid.losses.quadruplet import quadruplet
 from progreid.losses.top_rank_counter import top_rank_counter
 from progreid.losses.triplet import (
@@ -52,7 +53,7 @@ class BatchHard(_Term):
 
     loss = staticmethod(batch_hard_triplet)
     margin: float | None = 0.3
-    features: Literal["raw", "normalized"] = "raw"
+    features: Features = "raw"
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class TopRankCounter(_Term):
     loss = staticmethod(top_rank_counter)
     k: float = 10.0
     phase: Literal["vanilla", "full"] = "full"
-    features: Literal["raw", "normalized"] = "raw"
+    features: Features = "raw"
     scale: float = 1.0
 
 
