@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
+import io
+import os
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -96,3 +101,35 @@ def png_16bit_grey(path: Path, values: np.ndarray) -> None:
     """A 16-bit greyscale PNG (colour type 0) of ``values`` (uint16, H x W)."""
     raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in values)
     _write_png(path, values.shape[1], values.shape[0], 16, 0, raw)
+
+
+CREATE = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+
+def fail_writes_under(monkeypatch: pytest.MonkeyPatch, folder: Path,
+                      code: int = errno.EROFS) -> None:
+    """Every new folder or file opened for writing under ``folder`` fails with ``code``."""
+    real_mkdir, real_os_open, real_open = os.mkdir, os.open, builtins.open
+
+    def guard(path) -> None:
+        if isinstance(path, (str, bytes, os.PathLike)) and \
+                os.path.abspath(os.fsdecode(path)).startswith(f"{folder}{os.sep}"):
+            raise OSError(code, os.strerror(code), os.fsdecode(path))
+
+    def mkdir(path, *args, **kwargs):
+        guard(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & CREATE:
+            guard(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if set(mode) & set("wax+"):
+            guard(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    for module, name, fake in ((os, "mkdir", mkdir), (os, "open", os_open),
+                               (builtins, "open", open_), (io, "open", open_)):
+        monkeypatch.setattr(module, name, fake)

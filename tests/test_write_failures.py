@@ -7,9 +7,7 @@ before ``ENOSPC`` (torch then raises its own ``RuntimeError``, as on a real full
 
 from __future__ import annotations
 
-import builtins
 import errno
-import io
 import os
 import pickle
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from deploy_helpers import make_run, synthetic_data
-from reliability_support import config_file, make_market, run_cli
+from reliability_support import config_file, fail_writes_under, make_market, run_cli
 
 from progreid.cli import error_line, main
 from progreid.data.cache import CACHE_DIR_ENV, decoded_images
@@ -27,36 +25,6 @@ from progreid.errors import OutputError, ProgreidError
 from progreid.models.pretrained import PretrainedWeightsError
 from progreid.training.objective import Objective
 from progreid.utils.io import atomic_path
-
-CREATE = os.O_WRONLY | os.O_RDWR | os.O_CREAT
-
-
-def fail_writes_under(monkeypatch, folder: Path, code: int = errno.EROFS) -> None:
-    """Every new folder or file opened for writing under ``folder`` fails with ``code``."""
-    real_mkdir, real_os_open, real_open = os.mkdir, os.open, builtins.open
-
-    def guard(path) -> None:
-        if isinstance(path, (str, bytes, os.PathLike)) and \
-                os.path.abspath(os.fsdecode(path)).startswith(f"{folder}{os.sep}"):
-            raise OSError(code, os.strerror(code), os.fsdecode(path))
-
-    def mkdir(path, *args, **kwargs):
-        guard(path)
-        return real_mkdir(path, *args, **kwargs)
-
-    def os_open(path, flags, *args, **kwargs):
-        if flags & CREATE:
-            guard(path)
-        return real_os_open(path, flags, *args, **kwargs)
-
-    def open_(file, mode="r", *args, **kwargs):
-        if set(mode) & set("wax+"):
-            guard(file)
-        return real_open(file, mode, *args, **kwargs)
-
-    for module, name, fake in ((os, "mkdir", mkdir), (os, "open", os_open),
-                               (builtins, "open", open_), (io, "open", open_)):
-        monkeypatch.setattr(module, name, fake)
 
 
 class FillingDisk:

@@ -21,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", action="store_true",
                         help="print every metric (CMC to rank 50) as JSON instead of a table")
+    parser.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
+                        help="embed the images even if an earlier evaluation of this model with "
+                             "the same embedding settings stored their features (in features/ "
+                             "beside the model), and store nothing")
     parser.set_defaults(func=run)
 
 
@@ -41,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from progreid.config import override_config
     from progreid.data import build_dataset, build_run_dataset
     from progreid.deploy.bundle import load_bundle, resolve_bundle_path
+    from progreid.evaluation.feature_cache import FeatureCache
     from progreid.evaluation.pipeline import evaluate_model
     from progreid.utils.device import resolve_device
 
@@ -48,17 +53,19 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     bundle = load_bundle(args.model, device)
     cfg = override_config(bundle.config, args.overrides, source="--set")
+    model_path = resolve_bundle_path(args.model)
     name = args.dataset or cfg.data.dataset
     root = args.root or cfg.data.root
     if args.option or args.dataset:
         dataset = build_dataset(name, root, **parse_options(args.option))
     else:  # the run's dataset, with the split the run saved (split.json) if it drew one
-        dataset = build_run_dataset(name, root, cfg.data.options,
-                                    resolve_bundle_path(args.model).parent)
+        dataset = build_run_dataset(name, root, cfg.data.options, model_path.parent)
+    cache = FeatureCache.beside(model_path, cfg, device) if args.feature_cache else None
     start = time.perf_counter()
-    metrics = evaluate_model(bundle.embedder(cfg), dataset, cfg.eval, device, cfg.data.workers)
+    metrics = evaluate_model(bundle.embedder(cfg), dataset, cfg.eval, device, cfg.data.workers,
+                             cache)
     seconds = round(time.perf_counter() - start, 1)
-    model = str(resolve_bundle_path(args.model))
+    model = str(model_path)
     if args.json:
         print(json.dumps({"model": model, "dataset": name, "seconds": seconds, **metrics},
                          indent=2))

@@ -10,6 +10,7 @@ import torch
 from progreid.config import EvalConfig
 from progreid.data.loading import Workers
 from progreid.data.sample import DatasetError, ReIDDataset
+from progreid.evaluation.feature_cache import FeatureCache
 from progreid.evaluation.features import Embedder, Features
 from progreid.evaluation.protocols import cuhk03_single_shot, pool_multi_query
 from progreid.evaluation.ranking import RankingResult, evaluate, evaluate_features
@@ -43,12 +44,16 @@ def rank_features(query: Features, gallery: Features, cfg: EvalConfig) -> Rankin
 
 
 def evaluate_model(embedder: Embedder, dataset: ReIDDataset, cfg: EvalConfig,
-                   device: torch.device | str = "cpu", workers: Workers = 0) -> dict[str, Any]:
-    """Embed query and gallery with ``embedder``, rank them as ``cfg`` says: metrics in percent,
-    and ``match_threshold``: the :class:`~progreid.evaluation.threshold.MatchThreshold` record
-    (a dict; None without positive or negative pairs) calibrated on the ``cfg.metric``
-    distances of these query and gallery features (not re-ranked, whole gallery)."""
+                   device: torch.device | str = "cpu", workers: Workers = 0,
+                   cache: FeatureCache | None = None) -> dict[str, Any]:
+    """Embed query and gallery with ``embedder`` (or read them from ``cache``), rank them as
+    ``cfg`` says: metrics in percent, and ``match_threshold``: the
+    :class:`~progreid.evaluation.threshold.MatchThreshold` record (a dict; None without positive
+    or negative pairs) calibrated on the ``cfg.metric`` distances of these query and gallery
+    features (not re-ranked, whole gallery)."""
     embed = partial(embedder.extract, device=device, batch_size=cfg.batch_size, workers=workers)
+    if cache is not None:
+        embed = partial(cache.extract, embed)
     if cfg.multi_query is not None and not dataset.multi_query:
         raise DatasetError(f"eval.multi_query = {cfg.multi_query!r}, but dataset "
                            f"{dataset.name!r} has no multi-query (gt_bbox) images")
