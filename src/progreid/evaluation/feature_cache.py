@@ -94,10 +94,10 @@ class FeatureCache:
         except Exception as exc:  # a damaged file is embedded anew and rewritten
             log.warning("ignoring unreadable stored features %s (%s)", path, exc)
             return None
-        expected = np.array([s.pid for s in samples]), np.array([s.camid for s in samples])
-        if (len(features.features) != len(samples) or not np.array_equal(features.pids,
-                                                                          expected[0])
-                or not np.array_equal(features.camids, expected[1])):
+        matches = (len(features.features) == len(samples)
+                   and np.array_equal(features.pids, [s.pid for s in samples])
+                   and np.array_equal(features.camids, [s.camid for s in samples]))
+        if not matches:
             log.warning("ignoring stored features %s: they do not match the images", path)
             return None
         return features
