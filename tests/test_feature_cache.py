@@ -108,3 +108,16 @@ def test_a_read_only_run_folder_is_evaluated_without_storing(tmp_path, data, cap
     assert caplog.text.count("features not stored") == 1  # said once, not once per image list
     assert not (run / FEATURES_FOLDER).exists()
     assert not list(run.glob(TEMP_GLOB))
+
+
+def test_a_file_of_other_images_is_embedded_anew(tmp_path, data, capsys, embedded, caplog):
+    run = make_run(tmp_path / "run", data, pca_dim=None)
+    first = evaluate(capsys, run)
+    query_file, gallery_file = sorted((run / FEATURES_FOLDER).glob("*.pt"),
+                                      key=lambda path: path.stat().st_size)
+    gallery_file.write_bytes(query_file.read_bytes())  # query features under the gallery key
+    embedded.clear()
+    with caplog.at_level(logging.WARNING):
+        assert evaluate(capsys, run) == first
+    assert embedded == [len(torch.load(gallery_file, weights_only=True)["pids"])]
+    assert f"ignoring stored features {gallery_file}: they do not match the images" in caplog.text
