@@ -1,12 +1,13 @@
 """``progreid evaluate`` stores a model's embeddings in ``features/`` beside it and reads them
 back when only the ranking changes (re-ranking, multi-query pooling, metric): the metrics equal
-those of a fresh embedding, a change of model file or embedding setting embeds anew, and a
+those of a fresh embedding, a change of model file, image or embedding setting embeds anew, and a
 folder that cannot be written costs only the storing."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from deploy_helpers import make_run, synthetic_data
 from reliability_support import fail_writes_under
 
 from progreid.cli import main
+from progreid.data import build_dataset
 from progreid.evaluation.feature_cache import FEATURES_FOLDER
 from progreid.evaluation.features import Embedder
 from progreid.utils.io import TEMP_GLOB
@@ -121,3 +123,15 @@ def test_a_file_of_other_images_is_embedded_anew(tmp_path, data, capsys, embedde
         assert evaluate(capsys, run) == first
     assert embedded == [len(torch.load(gallery_file, weights_only=True)["pids"])]
     assert f"ignoring stored features {gallery_file}: they do not match the images" in caplog.text
+
+
+def test_a_replaced_image_embeds_its_list_anew(tmp_path, data, capsys, embedded):
+    run = make_run(tmp_path / "run", data, pca_dim=None)
+    evaluate(capsys, run)
+    query = build_dataset("synthetic", data).query
+    image = query[0].path
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as a rewrite leaves it
+    embedded.clear()
+    evaluate(capsys, run)
+    assert embedded == [len(query)]  # the query list again; the gallery read back

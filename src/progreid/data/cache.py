@@ -45,6 +45,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "progreid" / "decoded"
 
 
+def content_stamp(path: str | os.PathLike) -> str:
+    """The size and modification time of the file ``path``: what says it changed, without
+    reading it (``OSError`` if it cannot be read)."""
+    stat = os.stat(path)
+    return f"{stat.st_size} {stat.st_mtime_ns}"
+
+
 def cache_path(samples: Sequence[Sample], height: int, width: int,
                cache_dir: str | Path | None = None) -> Path:
     """Where the decoded images of ``samples`` at ``height x width`` are cached."""
@@ -53,11 +60,11 @@ def cache_path(samples: Sequence[Sample], height: int, width: int,
     for sample in samples:
         path = os.path.abspath(sample.path)
         try:
-            stat = os.stat(path)
+            stamp = content_stamp(path)
         except OSError as exc:
             raise DatasetError(f"cannot cache training image {path}: {exc}") from exc
         dataset.update(f"{path}\n".encode())
-        content.update(f"{stat.st_size} {stat.st_mtime_ns}\n".encode())
+        content.update(f"{stamp}\n".encode())
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return folder / f"{dataset.hexdigest()[:20]}-{content.hexdigest()[:20]}.npy"
 

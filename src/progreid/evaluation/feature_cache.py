@@ -5,9 +5,10 @@ stores the features in ``features/`` beside the model; another evaluation of the
 that changes only how the features are ranked (re-ranking and its k1 / k2 / lambda,
 multi-query pooling, the metric, the protocol) reads them back instead of embedding the images
 again. The key of a stored file covers everything the features depend on: the model file's
-bytes, the embedding settings, the device type and the images with their identities and
-cameras; anything else makes a new file. A file that cannot be read is embedded anew; one that
-cannot be written is skipped with a warning (the evaluation does not need it).
+bytes, the embedding settings, the device type and the images (path, size and modification
+time) with their identities and cameras; anything else makes a new file. A file that cannot be
+read is embedded anew; one that cannot be written is skipped with a warning (the evaluation
+does not need it).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 import torch
 
 from progreid.config import Config
-from progreid.data.sample import Sample
+from progreid.data.cache import content_stamp
+from progreid.data.sample import DatasetError, Sample
 from progreid.errors import OutputError
 from progreid.evaluation.features import Features
 from progreid.utils.io import atomic_path
@@ -67,8 +69,11 @@ class FeatureCache:
 
     def path_of(self, samples: Sequence[Sample]) -> Path:
         """The file of ``samples``' features: named by the hash of the fingerprint and of every
-        sample's path, identity and camera."""
-        images = [(str(s.path), s.pid, s.camid) for s in samples]
+        sample's path, file size and modification time, identity and camera."""
+        try:
+            images = [(str(s.path), content_stamp(s.path), s.pid, s.camid) for s in samples]
+        except OSError as exc:
+            raise DatasetError(f"cannot read image {exc.filename}: {exc.strerror}") from exc
         key = json.dumps({"fingerprint": self.fingerprint, "images": images}, sort_keys=True)
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
@@ -107,8 +112,7 @@ class FeatureCache:
             return
         payload = {"features": features.features.detach().cpu(),
                    "pids": torch.from_numpy(np.asarray(features.pids)),
-                   "camids": torch.from_numpy(np.asarray(features.camids)),
-                   "fingerprint": json.dumps(self.fingerprint, sort_keys=True)}
+                   "camids": torch.from_numpy(np.asarray(features.camids))}
         try:
             with atomic_path(path) as tmp:
                 torch.save(payload, tmp)
