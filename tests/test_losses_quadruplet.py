@@ -39,6 +39,19 @@ def test_equals_reference(labels: list[int], m1: float, m2: float) -> None:
     assert loss.item() == pytest.approx(reference_quadruplet(x, labels, m1, m2), rel=1e-10)
 
 
+def test_normalized_features_equal_reference_on_the_unit_sphere() -> None:
+    """``features="normalized"``: the reference on the rows divided by their norms, whatever the
+    embeddings' scale."""
+    labels = [6, 2, 2, 9, 6, 5, 6, 2, 1, 9]
+    x = embed(labels, seed=3) * 30.0
+    unit = torch.tensor([[v / math.hypot(*row) for v in row] for row in x.tolist()],
+                        dtype=torch.float64)
+    loss = quadruplet(x, torch.tensor(labels), features="normalized")
+    assert loss.item() == pytest.approx(reference_quadruplet(unit, labels, 0.3, 0.15), rel=1e-9)
+    rescaled = quadruplet(x.detach() * 0.01, torch.tensor(labels), features="normalized")
+    assert rescaled.item() == pytest.approx(loss.item(), rel=1e-9)
+
+
 @settings(max_examples=60, deadline=None)
 @given(labels=st.lists(st.integers(0, 4), min_size=1, max_size=12),
        seed=st.integers(0, 2**31 - 1), m1=st.floats(0.0, 1.0), m2=st.floats(0.0, 1.0))

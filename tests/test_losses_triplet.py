@@ -196,3 +196,19 @@ def test_random_triplet_equals_reference_on_its_sampled_triplets(margin: float) 
     hinges = [max(math.dist(rows[a], rows[p]) - math.dist(rows[a], rows[n]) + margin, 0.0)
               for a, p, n in zip(anchor.tolist(), pos.tolist(), neg.tolist(), strict=True)]
     assert loss.item() == pytest.approx(sum(hinges) / len(hinges), rel=1e-10)
+
+
+def test_random_triplet_on_normalized_features_ignores_the_feature_norm() -> None:
+    """With ``features="normalized"`` the distances are chords of the unit sphere, computed here
+    from the normalised rows, and rescaling the embeddings changes nothing."""
+    x, y = embed(IRREGULAR_LABELS, seed=12) * 30.0, torch.tensor(IRREGULAR_LABELS)
+    loss = random_triplet(x, y, margin=0.3, features="normalized",
+                          generator=torch.Generator().manual_seed(5))
+    anchor, pos, neg = sample_random_triplets(y, torch.Generator().manual_seed(5))
+    rows = [[v / math.hypot(*row) for v in row] for row in x.tolist()]
+    hinges = [max(math.dist(rows[a], rows[p]) - math.dist(rows[a], rows[n]) + 0.3, 0.0)
+              for a, p, n in zip(anchor.tolist(), pos.tolist(), neg.tolist(), strict=True)]
+    assert loss.item() == pytest.approx(sum(hinges) / len(hinges), rel=1e-9)
+    rescaled = random_triplet(x.detach() * 0.01, y, margin=0.3, features="normalized",
+                              generator=torch.Generator().manual_seed(5))
+    assert rescaled.item() == pytest.approx(loss.item(), rel=1e-9)

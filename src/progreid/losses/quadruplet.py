@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from progreid.losses.checks import check_batch, check_finite
-from progreid.losses.distances import pairwise_euclidean
+from progreid.losses.distances import Features, loss_features, pairwise_euclidean
 from progreid.losses.mining import identity_masks, kth_masked, masked_mean
 
 
@@ -25,20 +25,21 @@ def _hardest_negative_pairs(dist: Tensor, labels: Tensor) -> tuple[Tensor, Tenso
 
 
 def quadruplet(embeddings: Tensor, labels: Tensor, margin1: float = 0.3,
-               margin2: float = 0.15) -> Tensor:
+               margin2: float = 0.15, features: Features = "raw") -> Tensor:
     """Quadruplet loss with batch-hard mining, averaged over anchors.
 
     Per anchor a: d_ap = largest distance to a positive (not a itself), d_an = smallest distance to
     a negative, d_n1n2 = smallest distance between two samples of different identities that both
     differ from a's identity (the hardest negative pair); the term is
-    ``[d_ap - d_an + margin1]_+ + [d_ap - d_n1n2 + margin2]_+``. Plain Euclidean distances.
+    ``[d_ap - d_an + margin1]_+ + [d_ap - d_n1n2 + margin2]_+``. Plain Euclidean distances
+    between the :func:`~progreid.losses.distances.loss_features` (``raw`` or ``normalized``).
     Anchors lacking a positive, a negative or a negative pair (a batch with fewer than three
     identities) are left out; with none left the loss is 0, still attached to the graph.
     """
     check_batch(embeddings, labels)
     margin1 = check_finite("margin1", margin1)
     margin2 = check_finite("margin2", margin2)
-    dist = pairwise_euclidean(embeddings)
+    dist = pairwise_euclidean(loss_features(embeddings, features))
     positive, negative = identity_masks(labels)
     far_positive, has_positive = kth_masked(dist, positive, 1, largest=True)
     near_negative, _ = kth_masked(dist, negative, 1, largest=False)

@@ -58,19 +58,23 @@ class BatchHard(_Term):
 
 @dataclass(frozen=True)
 class Triplet(_Term):
-    """Triplet loss on random triplets of the batch (TRC Table III "triplet")."""
+    """Triplet loss on random triplets of the batch (TRC Table III "triplet"), on ``raw`` or
+    ``normalized`` features."""
 
     loss = staticmethod(random_triplet)
     margin: float = 0.3
+    features: Features = "raw"
 
 
 @dataclass(frozen=True)
 class Quadruplet(_Term):
-    """Quadruplet loss (TRC Table III) with its two margins."""
+    """Quadruplet loss (TRC Table III) with its two margins, on ``raw`` or ``normalized``
+    features."""
 
     loss = staticmethod(quadruplet)
     margin1: float = 0.3
     margin2: float = 0.15
+    features: Features = "raw"
 
 
 @dataclass(frozen=True)

@@ -79,15 +79,17 @@ def sample_random_triplets(labels: Tensor, generator: torch.Generator | None = N
 
 
 def random_triplet(embeddings: Tensor, labels: Tensor, margin: float = 0.3,
+                   features: Features = "raw",
                    generator: torch.Generator | None = None) -> Tensor:
     """FaceNet's triplet loss on random triplets (TRC Table III "Triplet").
 
     ``[d_ap - d_an + margin]_+`` averaged over the triplets of :func:`sample_random_triplets`:
-    every anchor/positive pair with a uniformly sampled negative of the anchor.
+    every anchor/positive pair with a uniformly sampled negative of the anchor, the distances
+    measured between the :func:`~progreid.losses.distances.loss_features`.
     """
     check_batch(embeddings, labels)
     margin = check_finite("margin", margin)
     anchor, pos, neg = sample_random_triplets(labels, generator)
-    dist = pairwise_euclidean(embeddings)
+    dist = pairwise_euclidean(loss_features(embeddings, features))
     hinge = F.relu(dist[anchor, pos] - dist[anchor, neg] + margin)
     return hinge.sum() / max(hinge.numel(), 1)
