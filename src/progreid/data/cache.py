@@ -46,9 +46,12 @@ def default_cache_dir() -> Path:
 
 
 def content_stamp(path: str | os.PathLike) -> str:
-    """The size and modification time of the file ``path``: what says it changed, without
-    reading it (``OSError`` if it cannot be read)."""
-    stat = os.stat(path)
+    """The size and modification time of the image ``path``: what says it changed, without
+    reading it (:class:`DatasetError` naming it if it cannot be read)."""
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise DatasetError(f"cannot read image {path}: {exc.strerror or exc}") from exc
     return f"{stat.st_size} {stat.st_mtime_ns}"
 
 
@@ -59,12 +62,8 @@ def cache_path(samples: Sequence[Sample], height: int, width: int,
     content = hashlib.sha256()
     for sample in samples:
         path = os.path.abspath(sample.path)
-        try:
-            stamp = content_stamp(path)
-        except OSError as exc:
-            raise DatasetError(f"cannot cache training image {path}: {exc}") from exc
         dataset.update(f"{path}\n".encode())
-        content.update(f"{stamp}\n".encode())
+        content.update(f"{content_stamp(path)}\n".encode())
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return folder / f"{dataset.hexdigest()[:20]}-{content.hexdigest()[:20]}.npy"
 

@@ -26,7 +26,7 @@ import torch
 
 from progreid.config import Config
 from progreid.data.cache import content_stamp
-from progreid.data.sample import DatasetError, Sample
+from progreid.data.sample import Sample
 from progreid.errors import OutputError
 from progreid.evaluation.features import Features
 from progreid.utils.io import atomic_path
@@ -70,10 +70,7 @@ class FeatureCache:
     def path_of(self, samples: Sequence[Sample]) -> Path:
         """The file of ``samples``' features: named by the hash of the fingerprint and of every
         sample's path, file size and modification time, identity and camera."""
-        try:
-            images = [(str(s.path), content_stamp(s.path), s.pid, s.camid) for s in samples]
-        except OSError as exc:
-            raise DatasetError(f"cannot read image {exc.filename}: {exc.strerror}") from exc
+        images = [(str(s.path), content_stamp(s.path), s.pid, s.camid) for s in samples]
         key = json.dumps({"fingerprint": self.fingerprint, "images": images}, sort_keys=True)
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
