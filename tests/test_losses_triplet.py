@@ -187,15 +187,22 @@ def test_random_triplets_are_deterministic_and_reach_every_negative() -> None:
     assert seen == {i for i, lb in enumerate(IRREGULAR_LABELS) if lb != IRREGULAR_LABELS[0]}
 
 
+def reference_random_triplet(rows: list[list[float]], labels: torch.Tensor, margin: float,
+                             seed: int) -> float:
+    """The mean hinge over the triplets ``sample_random_triplets`` draws with ``seed``, the
+    distances taken between ``rows`` in plain Python."""
+    anchor, pos, neg = sample_random_triplets(labels, torch.Generator().manual_seed(seed))
+    hinges = [max(math.dist(rows[a], rows[p]) - math.dist(rows[a], rows[n]) + margin, 0.0)
+              for a, p, n in zip(anchor.tolist(), pos.tolist(), neg.tolist(), strict=True)]
+    return sum(hinges) / len(hinges)
+
+
 @pytest.mark.parametrize("margin", [0.0, 0.3, 2.0])
 def test_random_triplet_equals_reference_on_its_sampled_triplets(margin: float) -> None:
     x, y = embed(IRREGULAR_LABELS, seed=9), torch.tensor(IRREGULAR_LABELS)
     loss = random_triplet(x, y, margin=margin, generator=torch.Generator().manual_seed(11))
-    anchor, pos, neg = sample_random_triplets(y, torch.Generator().manual_seed(11))
-    rows = x.tolist()
-    hinges = [max(math.dist(rows[a], rows[p]) - math.dist(rows[a], rows[n]) + margin, 0.0)
-              for a, p, n in zip(anchor.tolist(), pos.tolist(), neg.tolist(), strict=True)]
-    assert loss.item() == pytest.approx(sum(hinges) / len(hinges), rel=1e-10)
+    expected = reference_random_triplet(x.tolist(), y, margin, seed=11)
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
 
 
 def test_random_triplet_on_normalized_features_ignores_the_feature_norm() -> None:
@@ -204,11 +211,9 @@ def test_random_triplet_on_normalized_features_ignores_the_feature_norm() -> Non
     x, y = embed(IRREGULAR_LABELS, seed=12) * 30.0, torch.tensor(IRREGULAR_LABELS)
     loss = random_triplet(x, y, margin=0.3, features="normalized",
                           generator=torch.Generator().manual_seed(5))
-    anchor, pos, neg = sample_random_triplets(y, torch.Generator().manual_seed(5))
-    rows = [[v / math.hypot(*row) for v in row] for row in x.tolist()]
-    hinges = [max(math.dist(rows[a], rows[p]) - math.dist(rows[a], rows[n]) + 0.3, 0.0)
-              for a, p, n in zip(anchor.tolist(), pos.tolist(), neg.tolist(), strict=True)]
-    assert loss.item() == pytest.approx(sum(hinges) / len(hinges), rel=1e-9)
+    unit_rows = [[v / math.hypot(*row) for v in row] for row in x.tolist()]
+    expected = reference_random_triplet(unit_rows, y, 0.3, seed=5)
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
     rescaled = random_triplet(x.detach() * 0.01, y, margin=0.3, features="normalized",
                               generator=torch.Generator().manual_seed(5))
     assert rescaled.item() == pytest.approx(loss.item(), rel=1e-9)
